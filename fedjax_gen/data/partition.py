@@ -1,0 +1,420 @@
+"""Label-based client partitions with NIID-Bench semantics.
+
+Li et al., "Federated Learning on Non-IID Data Silos: An Experimental Study"
+(ICDE 2022, arXiv 2102.02079). Every partition function takes the dataset's
+labels, is deterministic for a seed, uses every example at most once and
+returns one sorted ``np.int64`` index array (into ``labels``) per client.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+PARTITIONS = ("iid", "dirichlet", "label_k", "shards", "quantity")
+_MAX_ATTEMPTS = 1000
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_labels(labels, num_clients: int) -> np.ndarray:
+  """Validates labels/num_clients and returns labels as an int64 array."""
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"labels must be a 1-D integer array, got shape "
+                     f"{labels.shape} dtype {labels.dtype}; pass y_train.")
+  if labels.size and labels.min() < 0:
+    raise ValueError("labels must be non-negative class ids; remap them to "
+                     "0..num_classes-1.")
+  if not _is_int(num_clients) or num_clients < 1:
+    raise ValueError(f"num_clients must be an integer >= 1, got "
+                     f"{num_clients!r}.")
+  if num_clients > len(labels):
+    raise ValueError(f"num_clients={num_clients} exceeds the number of "
+                     f"examples ({len(labels)}); use at most {len(labels)} "
+                     "clients or a larger dataset.")
+  return labels.astype(np.int64)
+
+
+def _check_alpha(alpha: float) -> None:
+  if not np.isfinite(alpha) or alpha <= 0:
+    raise ValueError(f"alpha must be > 0 (Dirichlet concentration; small = "
+                     f"more skewed, e.g. 0.5), got {alpha!r}.")
+
+
+def _check_min_size(min_size: int, num_clients: int, n: int) -> int:
+  """Validates min_size; returns the effective minimum (at least 1)."""
+  if not _is_int(min_size) or min_size < 0:
+    raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}.")
+  if min_size * num_clients > n:
+    raise ValueError(f"min_size={min_size} x num_clients={num_clients} "
+                     f"exceeds the {n} examples; lower min_size or "
+                     "num_clients.")
+  return max(int(min_size), 1)
+
+
+def _finish(parts: Sequence, what: str) -> list[np.ndarray]:
+  """Sorts each client's indices; raises if a client is empty."""
+  out = [np.sort(np.asarray(p, np.int64)) for p in parts]
+  empty = [i for i, p in enumerate(out) if p.size == 0]
+  if empty:
+    raise ValueError(f"{what} left {len(empty)} client(s) empty (e.g. client "
+                     f"{empty[0]}); use fewer clients or more data.")
+  return out
+
+
+def iid(labels, num_clients: int, *, seed: int) -> list[np.ndarray]:
+  """Homogeneous partition: shuffle, then split into near-equal parts.
+
+  Args:
+    labels: [N] integer class labels.
+    num_clients: number of clients.
+    seed: random seed.
+
+  Returns:
+    One sorted int64 index array per client; all examples are used.
+  """
+  labels = _check_labels(labels, num_clients)
+  perm = np.random.default_rng(seed).permutation(len(labels))
+  return _finish(np.array_split(perm, num_clients), "iid")
+
+
+def dirichlet(labels, num_clients: int, *, alpha: float, seed: int,
+              min_size: int = 10) -> list[np.ndarray]:
+  """NIID-Bench "noniid-labeldir": per-class proportions ~ Dir(alpha).
+
+  For each class, the shuffled examples are split by proportions drawn from
+  Dir(alpha) over clients; clients already holding >= N/num_clients examples
+  get proportion 0 (renormalised). The whole draw is repeated until every
+  client has >= max(min_size, 1) examples.
+
+  Args:
+    labels: [N] integer class labels.
+    num_clients: number of clients.
+    alpha: Dirichlet concentration (> 0); smaller is more label-skewed.
+    seed: random seed.
+    min_size: minimum examples per client.
+
+  Returns:
+    One sorted int64 index array per client; all examples are used.
+  """
+  labels = _check_labels(labels, num_clients)
+  _check_alpha(alpha)
+  need = _check_min_size(min_size, num_clients, len(labels))
+  rng = np.random.default_rng(seed)
+  n = len(labels)
+  by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+  for _ in range(_MAX_ATTEMPTS):
+    parts = [[] for _ in range(num_clients)]
+    sizes = np.zeros(num_clients, np.int64)
+    for idx in by_class:
+      idx = rng.permutation(idx)
+      p = rng.dirichlet(np.full(num_clients, alpha)) * (sizes < n / num_clients)
+      if not np.isfinite(p).all() or p.sum() <= 0:
+        break  # degenerate draw (tiny alpha): resample everything
+      cuts = (np.cumsum(p / p.sum()) * len(idx)).astype(int)[:-1]
+      for q, chunk in zip(parts, np.split(idx, cuts)):
+        q.append(chunk)
+      sizes += np.diff(cuts, prepend=0, append=len(idx))
+    else:
+      if sizes.min() >= need:
+        return _finish([np.concatenate(q) for q in parts], "dirichlet")
+  raise ValueError(
+      f"dirichlet partition found no draw with every client holding >= "
+      f"{need} examples in {_MAX_ATTEMPTS} attempts (alpha={alpha}, "
+      f"num_clients={num_clients}, N={n}); lower min_size, raise alpha, or "
+      "lower num_clients.")
+
+
+def label_k(labels, num_clients: int, *, k: int, seed: int
+            ) -> list[np.ndarray]:
+  """NIID-Bench "#C=k": each client holds examples of k distinct labels.
+
+  Client i gets label ``i % K`` (K = number of distinct labels) plus k-1 other
+  distinct labels drawn at random. Each label's shuffled examples are split
+  evenly (`np.array_split`) among the clients holding it; labels held by no
+  client are unused.
+
+  Args:
+    labels: [N] integer class labels.
+    num_clients: number of clients.
+    k: labels per client, 1 <= k <= K.
+    seed: random seed.
+
+  Returns:
+    One sorted int64 index array per client.
+  """
+  labels = _check_labels(labels, num_clients)
+  classes = np.unique(labels)
+  if not _is_int(k) or not 1 <= k <= len(classes):
+    raise ValueError(f"k (classes_per_client) must be an integer in "
+                     f"[1, {len(classes)}] (the number of classes), got {k!r}.")
+  rng = np.random.default_rng(seed)
+  held = []
+  for i in range(num_clients):
+    own = i % len(classes)
+    others = np.delete(np.arange(len(classes)), own)
+    held.append({own, *rng.choice(others, k - 1, replace=False).tolist()})
+  parts = [[] for _ in range(num_clients)]
+  for j, c in enumerate(classes):
+    holders = [i for i in range(num_clients) if j in held[i]]
+    if holders:
+      idx = rng.permutation(np.flatnonzero(labels == c))
+      for i, chunk in zip(holders, np.array_split(idx, len(holders))):
+        parts[i].extend(chunk.tolist())
+  return _finish(parts, f"label_k (k={k})")
+
+
+def shards(labels, num_clients: int, *, shards_per_client: int = 2,
+           seed: int) -> list[np.ndarray]:
+  """McMahan et al. 2017 pathological split: label-sorted shards.
+
+  The examples are sorted by label (random order within a label) and cut into
+  ``num_clients * shards_per_client`` equal shards of ``N // num_shards``
+  examples; each client gets `shards_per_client` random shards. When N is not
+  divisible by the number of shards, ``N % num_shards`` random examples are
+  left unused.
+
+  Args:
+    labels: [N] integer class labels.
+    num_clients: number of clients.
+    shards_per_client: shards per client (>= 1).
+    seed: random seed.
+
+  Returns:
+    One sorted int64 index array per client.
+  """
+  labels = _check_labels(labels, num_clients)
+  if not _is_int(shards_per_client) or shards_per_client < 1:
+    raise ValueError(f"shards_per_client must be an integer >= 1, got "
+                     f"{shards_per_client!r}.")
+  num_shards = num_clients * shards_per_client
+  size = len(labels) // num_shards
+  if size == 0:
+    raise ValueError(f"shards: {len(labels)} examples are too few for "
+                     f"{num_shards} shards ({num_clients} clients x "
+                     f"{shards_per_client}), which would leave clients empty; "
+                     "lower num_clients or shards_per_client.")
+  rng = np.random.default_rng(seed)
+  keep = rng.permutation(len(labels))[:num_shards * size]
+  order = keep[np.argsort(labels[keep], kind="stable")]
+  pieces = order.reshape(num_shards, size)[rng.permutation(num_shards)]
+  return _finish(pieces.reshape(num_clients, -1), "shards")
+
+
+def quantity(labels, num_clients: int, *, alpha: float, seed: int,
+             min_size: int = 10) -> list[np.ndarray]:
+  """NIID-Bench "iid-diff-quantity": iid labels, client sizes ~ Dir(alpha).
+
+  Args:
+    labels: [N] integer class labels (only their number matters).
+    num_clients: number of clients.
+    alpha: Dirichlet concentration (> 0); smaller is more size-skewed.
+    seed: random seed.
+    min_size: minimum examples per client (at least 1 is enforced).
+
+  Returns:
+    One sorted int64 index array per client; all examples are used.
+  """
+  labels = _check_labels(labels, num_clients)
+  _check_alpha(alpha)
+  need = _check_min_size(min_size, num_clients, len(labels))
+  rng = np.random.default_rng(seed)
+  perm = rng.permutation(len(labels))
+  for _ in range(_MAX_ATTEMPTS):
+    p = rng.dirichlet(np.full(num_clients, alpha))
+    if not np.isfinite(p).all() or p.sum() <= 0:
+      continue
+    cuts = (np.cumsum(p / p.sum()) * len(perm)).astype(int)[:-1]
+    parts = np.split(perm, cuts)
+    if min(len(q) for q in parts) >= need:
+      return _finish(parts, "quantity")
+  raise ValueError(
+      f"quantity partition found no draw with every client holding >= {need} "
+      f"examples in {_MAX_ATTEMPTS} attempts (alpha={alpha}, num_clients="
+      f"{num_clients}, N={len(labels)}); lower min_size, raise alpha, or "
+      "lower num_clients.")
+
+
+def partition(labels, num_clients: int, method: str, *, seed: int,
+              alpha: float = 0.5, classes_per_client: int = 2,
+              shards_per_client: int = 2, min_size: int = 10
+              ) -> list[np.ndarray]:
+  """Dispatches to a partition function by name.
+
+  Args:
+    labels: [N] integer class labels.
+    num_clients: number of clients.
+    method: one of `PARTITIONS`.
+    seed: random seed.
+    alpha: Dirichlet concentration for "dirichlet" and "quantity".
+    classes_per_client: k for "label_k".
+    shards_per_client: shards per client for "shards".
+    min_size: minimum client size for "dirichlet" and "quantity".
+
+  Returns:
+    One sorted int64 index array per client.
+  """
+  if method == "iid":
+    return iid(labels, num_clients, seed=seed)
+  if method == "dirichlet":
+    return dirichlet(labels, num_clients, alpha=alpha, seed=seed,
+                     min_size=min_size)
+  if method == "label_k":
+    return label_k(labels, num_clients, k=classes_per_client, seed=seed)
+  if method == "shards":
+    return shards(labels, num_clients, shards_per_client=shards_per_client,
+                  seed=seed)
+  if method == "quantity":
+    return quantity(labels, num_clients, alpha=alpha, seed=seed,
+                    min_size=min_size)
+  raise ValueError(f"Unknown partition {method!r}; use one of {PARTITIONS}.")
+
+
+def split_local(indices: Sequence[np.ndarray], *, test_fraction: float = 0.25,
+                seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """Splits each client's examples into local train and test parts.
+
+  Each client's indices are shuffled and the first ``round(test_fraction *
+  n)`` go to test, with at least 1 test example when ``test_fraction > 0``
+  and at least 1 train example when the client has >= 2 examples.
+
+  Args:
+    indices: one index array per client.
+    test_fraction: fraction of each client's examples held out, in [0, 1).
+    seed: random seed.
+
+  Returns:
+    (train, test): lists of sorted int64 index arrays, one per client.
+  """
+  if not 0 <= test_fraction < 1:
+    raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}; "
+                     "use e.g. 0.25, or 0 for no local test split.")
+  rng = np.random.default_rng(seed)
+  train, test = [], []
+  for idx in indices:
+    idx = rng.permutation(np.asarray(idx, np.int64))
+    n = len(idx)
+    n_test = int(np.floor(test_fraction * n + 0.5))
+    if test_fraction > 0:
+      n_test = max(n_test, 1)
+    if n >= 2:
+      n_test = min(n_test, n - 1)
+    n_test = min(n_test, n)
+    test.append(np.sort(idx[:n_test]))
+    train.append(np.sort(idx[n_test:]))
+  return train, test
+
+
+def label_counts(labels, indices: Sequence[np.ndarray], num_classes: int
+                 ) -> np.ndarray:
+  """Counts each client's examples per class.
+
+  Args:
+    labels: [N] integer class labels.
+    indices: one index array per client.
+    num_classes: number of classes (columns).
+
+  Returns:
+    [clients, num_classes] int64 counts.
+  """
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels must lie in [0, {num_classes}); got range "
+                     f"[{labels.min()}, {labels.max()}]. Pass the dataset's "
+                     "num_classes.")
+  return np.stack([np.bincount(labels[np.asarray(i, np.int64)],
+                               minlength=num_classes) for i in indices]
+                  ) if len(indices) else np.zeros((0, num_classes), np.int64)
+
+
+def format_label_counts(counts, class_names: Sequence[str] | None = None
+                        ) -> str:
+  """Formats a [clients, classes] count matrix as a text table with totals.
+
+  Args:
+    counts: [clients, classes] integer counts (e.g. from `label_counts`).
+    class_names: optional column names (default: class ids).
+
+  Returns:
+    The table: a header, one row per client (with its total) and a total row.
+  """
+  counts = np.asarray(counts)
+  if counts.ndim != 2:
+    raise ValueError(f"counts must be [clients, classes], got shape "
+                     f"{counts.shape}; use label_counts(...).")
+  names = [str(c) for c in (class_names if class_names is not None
+                            else range(counts.shape[1]))]
+  if len(names) != counts.shape[1]:
+    raise ValueError(f"got {len(names)} class_names for {counts.shape[1]} "
+                     "classes; pass one name per column.")
+  rows = [["client", *names, "total"]]
+  rows += [[str(i), *map(str, r), str(r.sum())] for i, r in enumerate(counts)]
+  rows.append(["total", *map(str, counts.sum(0)), str(counts.sum())])
+  widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+  lines = [" ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+  rule = "-" * len(lines[0])
+  return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]])
+
+
+def save_label_heatmap(counts, path: str, *,
+                       class_names: Sequence[str] | None = None,
+                       title: str | None = None) -> None:
+  """Saves a clients x classes heatmap of label counts as a PNG.
+
+  Counts are written into the cells when the matrix has at most 400 cells.
+  The file is written atomically (temporary file, then `os.replace`).
+
+  Args:
+    counts: [clients, classes] integer counts.
+    path: output PNG path (parent folders are created).
+    class_names: optional x-axis labels.
+    title: optional figure title.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  counts = np.asarray(counts)
+  if counts.ndim != 2 or counts.size == 0:
+    raise ValueError(f"counts must be a non-empty [clients, classes] matrix, "
+                     f"got shape {counts.shape}; use label_counts(...).")
+  n_clients, n_classes = counts.shape
+  if class_names is not None and len(class_names) != n_classes:
+    raise ValueError(f"got {len(class_names)} class_names for {n_classes} "
+                     "classes; pass one name per column.")
+  fig = Figure(figsize=(min(2 + 0.6 * n_classes, 20),
+                        min(1.5 + 0.35 * n_clients, 20)))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  im = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest")
+  fig.colorbar(im, ax=ax, label="examples")
+  ax.set_xlabel("class")
+  ax.set_ylabel("client")
+  if class_names is not None and n_classes <= 50:
+    ax.set_xticks(range(n_classes), [str(c) for c in class_names],
+                  rotation=90 if n_classes > 10 else 45, ha="right")
+  if n_clients <= 50:
+    ax.set_yticks(range(n_clients))
+  if title:
+    ax.set_title(title)
+  if counts.size <= 400:
+    mid = counts.max() / 2
+    for (i, j), v in np.ndenumerate(counts):
+      ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+              color="black" if v > mid else "white")
+  fig.tight_layout()
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      fig.savefig(f, format="png", dpi=100)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -1,0 +1,178 @@
+"""`train_and_evaluate(config, workdir)`: the one trainer, read top to bottom.
+
+Sections: checks -> data -> model and algorithm -> resume -> round loop -> summary.
+New research forks this file rather than adding hooks to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from fedjax_gen import config as config_lib
+from fedjax_gen import data as data_lib
+from fedjax_gen import models
+from fedjax_gen.algorithms import make_algorithm
+from fedjax_gen.checkpoint import Checkpointer
+from fedjax_gen.engine import (Evaluator, ExecutionPlan, LocalSchedule, Simulation,
+                               auto_plan, masked_cross_entropy, personalized_summary,
+                               uses_conv)
+from fedjax_gen.outputs import MetricsLog, atomic_write, plot_accuracy, write_json
+
+# Keys that do not change what a run computes: a work folder may be resumed with others.
+_RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
+                   "chunk_size", "steps_per_call", "eval_batch_size")
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates the work folder, checks it is writable and was made by this config."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write(os.path.join(workdir, ".write-test"), "ok")
+    os.remove(os.path.join(workdir, ".write-test"))
+  except OSError as e:
+    raise PermissionError(f"Work folder {workdir!r} is not writable ({e.strerror}); pass "
+                          "--workdir pointing to a folder you can write.") from None
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    diff = sorted(k for k in set(saved) | set(current) if k not in _RESUMABLE_KEYS
+                  and saved.get(k) != current.get(k))
+    if diff:
+      changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
+      raise ValueError(f"Work folder {workdir!r} holds a run of a different config "
+                       f"({changes}). Use a new --workdir, or delete this one to start over.")
+  atomic_write(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def load_federated_data(config: ml_collections.ConfigDict) -> data_lib.FederatedData:
+  dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                                  source=config.data_source)
+  return data_lib.make_federated_data(
+      dataset, num_clients=config.num_clients, partition=config.partition, seed=config.seed,
+      alpha=config.alpha, classes_per_client=config.classes_per_client,
+      shards_per_client=config.shards_per_client, min_size=config.min_client_size,
+      test_fraction=config.test_fraction)
+
+
+def _plan(config, has_conv: bool) -> ExecutionPlan:
+  auto = auto_plan(config.clients_per_round, has_conv=has_conv)
+  return ExecutionPlan(config.chunk_size or auto.chunk_size,
+                       auto.steps_per_call if config.steps_per_call < 0 else config.steps_per_call)
+
+
+def _client_sharding(num_devices: int, num_clients: int):
+  devices = jax.devices()[: num_devices or None]
+  if len(devices) <= 1:
+    return None
+  if num_clients % len(devices):
+    raise ValueError(f"num_clients={num_clients} is not divisible by the {len(devices)} "
+                     "devices the client axis is sharded over; change num_clients or "
+                     "num_devices.")
+  mesh = jax.sharding.Mesh(np.array(devices), ("clients",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("clients"))
+
+
+def evaluate(config, alg, evaluator: Evaluator, server, client_states) -> dict:
+  metrics = evaluator.global_metrics(server.params)
+  if config.test_fraction > 0:
+    if alg.eval_params is None:
+      acc = evaluator.client_accuracies(params=server.params)
+    else:
+      personal = jax.vmap(alg.eval_params, in_axes=(None, 0))(server, client_states)
+      acc = evaluator.client_accuracies(client_params=personal)
+    metrics.update(personalized_summary(acc))
+  return metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the federated experiment `config` in `workdir`; returns the summary."""
+  # --- checks and data: everything that can fail does so before training ---------------
+  config_lib.validate(config)
+  prepare_workdir(config, workdir)
+  fed = load_federated_data(config)
+  if config.show_label_counts:
+    print(data_lib.format_label_counts(fed.label_counts, fed.class_names))
+  data_lib.save_label_heatmap(fed.label_counts, os.path.join(workdir, "label_counts.png"),
+                              class_names=fed.class_names,
+                              title=f"{config.dataset} {config.partition}")
+
+  # --- model and algorithm -----------------------------------------------------------
+  example_shape = fed.train.x.shape[2:]
+  model = models.get_model(config.model, num_classes=fed.num_classes, input_shape=example_shape)
+  apply_fn = lambda params, x: model.apply({"params": params}, x)
+  params = models.init_params(model, example_shape, jax.random.key(config.seed))
+  alg = make_algorithm(
+      config.algorithm, masked_cross_entropy(apply_fn), lr=config.lr, momentum=config.momentum,
+      weight_decay=config.weight_decay, num_clients=config.num_clients,
+      server_optimizer_name=config.server_optimizer, server_lr=config.server_lr or None,
+      server_momentum=config.server_momentum, prox_mu=config.prox_mu)
+  schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
+  sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
+                   plan=_plan(config, uses_conv(apply_fn, params, example_shape)),
+                   sharding=_client_sharding(config.num_devices, config.num_clients))
+  evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
+                        fed.test.y, fed.test.count, batch_size=config.eval_batch_size)
+  server, client_states = sim.init(params)
+
+  # --- resume ----------------------------------------------------------------------------
+  ckpt = Checkpointer(workdir)
+  start = ckpt.latest_round()
+  elapsed = 0.0
+  if start:
+    server, client_states, elapsed = ckpt.restore(server, client_states)
+  log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_through_round=start)
+
+  # --- round loop: metrics stay on device until a log point ---------------------------
+  key = jax.random.key(config.seed)
+  pending, t_last = [], time.perf_counter()
+  bar = tqdm(range(start + 1, config.rounds + 1), initial=start, total=config.rounds,
+             desc=config.experiment if "experiment" in config else "run",
+             disable=not config.progress, unit="round")
+  for r in bar:
+    server, client_states, round_metrics = sim.round(server, client_states,
+                                                     jax.random.fold_in(key, r))
+    pending.append((r, round_metrics.train_loss))
+    is_eval = r % config.eval_every == 0 or r == config.rounds
+    is_ckpt = r == config.rounds or (config.checkpoint_every and r % config.checkpoint_every == 0)
+    if not (is_eval or is_ckpt):
+      continue
+    losses = jax.device_get([loss for _, loss in pending])  # syncs: the rounds are done
+    now = time.perf_counter()
+    elapsed += now - t_last
+    clients_per_s = len(pending) * config.clients_per_round / (now - t_last)
+    for (rr, _), loss in zip(pending, losses):
+      if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"Training loss became {loss} at round {rr}; stopped. The last checkpoint (round "
+            f"{ckpt.latest_round()}) is intact. Try a smaller lr or check the data.")
+      row = {"round": rr, "train_loss": float(loss)}
+      if rr == r:
+        row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
+        if is_eval:
+          row.update(evaluate(config, alg, evaluator, server, client_states))
+          bar.set_postfix(acc=f"{row['global_accuracy']:.3f}", clients_s=f"{clients_per_s:.1f}")
+      log.append(row)
+    if is_ckpt:
+      ckpt.save(r, server, client_states, elapsed)
+    pending, t_last = [], time.perf_counter()
+  ckpt.close()
+
+  # --- summary -------------------------------------------------------------------------
+  final = {k: log.last(k) for k in ("global_accuracy", "global_loss", "personalized_accuracy",
+                                    "personalized_std", "personalized_worst10")}
+  summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
+             **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
+             "plan": vars(sim.plan), "backend": jax.default_backend()}
+  write_json(os.path.join(workdir, "summary.json"), summary)
+  plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"),
+                title=f"{config.algorithm} on {config.dataset} ({config.partition})")
+  return summary
