@@ -106,12 +106,11 @@ class Simulation:
     self.max_steps = int(schedule.num_steps(self.counts).max())
     self._round_fused = jax.jit(self._fused_round, donate_argnums=(1,))
     chunk_map = self._squeezed if self.plan.chunk_size == 1 else jax.vmap
-    skip = self.plan.chunk_size == 1
     k = self.plan.steps_per_call
     self._begin = jax.jit(self._gather_and_begin)
     self._block = jax.jit(chunk_map(
         lambda server, c, d, t0: local.run_steps(alg, schedule, server, c, d, t0, k,
-                                                 loop="unroll", skip_inactive=skip),
+                                                 loop="unroll"),
         in_axes=(None, 0, 0, None)), donate_argnums=(1,))
     self._end = jax.jit(chunk_map(
         lambda server, cs, c, d: local.end(alg, schedule, server, cs, c, d),
@@ -168,7 +167,7 @@ class Simulation:
       data = ClientData(self.data.x[cid], self.data.y[cid], self.data.count[cid])
       carry = local.begin(self.alg, server, cstate, ckey)
       carry = local.run_steps(self.alg, self.schedule, server, carry, data, 0,
-                              self.max_steps, loop="scan", skip_inactive=False)
+                              self.max_steps, loop="scan")
       return local.end(self.alg, self.schedule, server, cstate, carry, data)
 
     uploads, new_states, metrics = jax.lax.map(
