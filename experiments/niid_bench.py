@@ -76,7 +76,8 @@ def write_report(results: dict) -> None:
   times = [c["summary"]["wall_time_s"] / c["summary"]["rounds"]
            for s in results.values() for c in s.values() if c["summary"].get("wall_time_s")]
   if times:
-    lines += ["", f"Time per round on this CPU (2 cores, jax {results_jax_version(results)}): "
+    import jax
+    lines += ["", f"Time per round on this CPU (2 cores, jax {jax.__version__}): "
               f"{min(times):.0f}-{max(times):.0f} s."]
   lines += ["", "![accuracy per round](results/niid_fmnist.png)", "",
             "Reproduce one cell: `fedjax-gen run niid_fmnist partition=label_k "
@@ -89,11 +90,6 @@ def write_report(results: dict) -> None:
     text = text.rstrip() + "\n\n" + block + "\n"
   atomic_write(RESULTS_MD, text)
   plot(results)
-
-
-def results_jax_version(results) -> str:
-  import jax
-  return jax.__version__
 
 
 def plot(results: dict) -> None:

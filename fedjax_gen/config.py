@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
       server_lr=0.0,            # 0 = the optimizer's default (1.0 for sgd/momentum, 0.01 adaptive)
       server_momentum=0.9,
       model="mlp",              # mlp | simple_cnn | cnn4 | resnet18
+      conv_impl="auto",         # auto (im2col on CPU, xla elsewhere) | xla | im2col
       seed=0,
       # execution
       chunk_size=0,             # clients per vmapped computation; 0 = automatic
@@ -129,8 +130,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from fedjax_gen.models import MODELS
 
   c = config
+  from fedjax_gen.models.conv import CONV_IMPLS
   for key, valid in (("dataset", DATASETS), ("partition", PARTITIONS), ("model", MODELS),
-                     ("server_optimizer", SERVER_OPTIMIZERS)):
+                     ("server_optimizer", SERVER_OPTIMIZERS), ("conv_impl", CONV_IMPLS)):
     if c[key] not in valid:
       raise ValueError(f"Unknown {key} {c[key]!r}; valid names: {', '.join(valid)}.")
   check_algorithm(c.algorithm)

@@ -27,7 +27,7 @@ from fedjax_gen.outputs import MetricsLog, atomic_write, plot_accuracy, write_js
 
 # Keys that do not change what a run computes: a work folder may be resumed with others.
 _RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
-                   "chunk_size", "steps_per_call", "eval_batch_size")
+                   "chunk_size", "steps_per_call", "eval_batch_size", "conv_impl")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -107,7 +107,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- model and algorithm -----------------------------------------------------------
   example_shape = fed.train.x.shape[2:]
-  model = models.get_model(config.model, num_classes=fed.num_classes, input_shape=example_shape)
+  conv_impl = config.conv_impl
+  if conv_impl == "auto":  # measured: experiments/benchmarks/conv_cpu.py
+    conv_impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+  model = models.get_model(config.model, num_classes=fed.num_classes,
+                           input_shape=example_shape, conv_impl=conv_impl)
   apply_fn = lambda params, x: model.apply({"params": params}, x)
   params = models.init_params(model, example_shape, jax.random.key(config.seed))
   alg = make_algorithm(
@@ -171,7 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     "personalized_std", "personalized_worst10")}
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
-             "plan": vars(sim.plan), "backend": jax.default_backend()}
+             "plan": vars(sim.plan), "conv_impl": conv_impl,
+             "backend": jax.default_backend()}
   write_json(os.path.join(workdir, "summary.json"), summary)
   plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"),
                 title=f"{config.algorithm} on {config.dataset} ({config.partition})")

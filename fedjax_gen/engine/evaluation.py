@@ -83,9 +83,9 @@ class Evaluator:
     client, evaluated `chunk` clients at a time).
     """
     if client_params is None:
-      correct, _ = self._run(params, self.local)
-      per_client = np.asarray(correct).reshape(-1)[: self.local_count.size * self.local_stacked[1].shape[1]]
-      hits = per_client.reshape(self.num_clients, -1).sum(1)
+      correct, _ = self._run(params, self.local)  # flat [clients * max_test + padding]
+      per_example = np.asarray(correct)[: self.local_stacked[1].size]
+      hits = per_example.reshape(self.num_clients, -1).sum(1)
     else:
       x, y, m = self.local_stacked
       hits = []

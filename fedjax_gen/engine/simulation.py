@@ -6,13 +6,14 @@ the sampled clients. A round runs under an `ExecutionPlan`:
 
 * `steps_per_call == 0` ("fused"): the whole round is ONE jitted computation; clients
   are `vmap`ped in chunks of `chunk_size` (`lax.map`) and local steps run in a
-  `lax.fori_loop`. The default on accelerators.
+  `lax.fori_loop`. The default everywhere.
 * `steps_per_call == k > 0` ("host loop"): the same per-client functions, jitted in
   pieces; the host loops over chunks of clients and over blocks of k unrolled local steps,
-  skipping blocks where every client of the chunk is done. The default for convnets on
-  XLA:CPU, where we measured (jax 0.10.2, 2-core CPU, NIID-Bench simple-CNN, batch 64):
-  a `lax.scan` over training steps ran 3.5x slower than the same steps unrolled, and a
-  vmapped convolution (a grouped convolution) ~2x slower than clients one at a time.
+  skipping blocks where every client of the chunk is done. The default only for models
+  with native XLA convolutions on CPU, where we measured (jax 0.10.2, 2-core CPU,
+  `experiments/benchmarks/conv_cpu.py`) a scanned, vmapped training loop 3-20x slower than
+  clients one at a time with unrolled steps. With `conv_impl="im2col"` (the CPU default,
+  see `models/conv.py`) the fused plan is the faster one (1.07-1.3x over that host loop).
 
 Both paths call the same per-client functions (`engine.local`), so they agree to float
 tolerance; `tests/engine/test_simulation.py` checks it.
@@ -45,7 +46,10 @@ class ExecutionPlan:
 
 def auto_plan(clients_per_round: int, *, has_conv: bool,
               backend: str | None = None) -> ExecutionPlan:
-  """The plan measurements favour for this backend and model (see module docstring)."""
+  """The plan measurements favour for this backend and model (see module docstring).
+
+  `has_conv`: the model uses native XLA convolutions (`lax.conv_general_dilated`).
+  """
   backend = backend or jax.default_backend()
   if backend == "cpu" and has_conv:
     return ExecutionPlan(chunk_size=1, steps_per_call=10)

@@ -21,9 +21,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fedjax_gen.models.conv import conv_fn
 
-def _conv_pool(x: jnp.ndarray, features: int, name: str) -> jnp.ndarray:
-  x = nn.Conv(features, (5, 5), padding="VALID", name=name)(x)
+
+def _conv_pool(x: jnp.ndarray, features: int, name: str, conv_impl: str) -> jnp.ndarray:
+  x = nn.Conv(features, (5, 5), padding="VALID", name=name,
+              conv_general_dilated=conv_fn(conv_impl))(x)
   x = nn.relu(x)
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
 
@@ -48,11 +51,12 @@ class SimpleCNN(nn.Module):
   """
 
   num_classes: int
+  conv_impl: str = "xla"  # "xla" | "im2col" (see models/conv.py)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = _conv_pool(x, 6, "conv1")
-    x = _conv_pool(x, 16, "conv2")
+    x = _conv_pool(x, 6, "conv1", self.conv_impl)
+    x = _conv_pool(x, 16, "conv2", self.conv_impl)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(120, name="fc1")(x))
     x = nn.relu(nn.Dense(84, name="fc2")(x))
@@ -67,11 +71,12 @@ class CNN4(nn.Module):
   """
 
   num_classes: int
+  conv_impl: str = "xla"  # "xla" | "im2col" (see models/conv.py)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = _conv_pool(x, 32, "conv1")
-    x = _conv_pool(x, 64, "conv2")
+    x = _conv_pool(x, 32, "conv1", self.conv_impl)
+    x = _conv_pool(x, 64, "conv2", self.conv_impl)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(512, name="fc1")(x))
     return nn.Dense(self.num_classes, name="head")(x)

@@ -54,7 +54,8 @@ def get_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
 
   ``input_shape`` is one example's (H, W, C); a ValueError is raised if the
   model cannot take it. Extra ``kwargs`` are passed to the module constructor
-  (e.g. ``hidden=(100,)`` for mlp, ``width=0.5, num_groups=4`` for resnet18).
+  (e.g. ``hidden=(100,)`` for mlp, ``width=0.5, num_groups=4`` for resnet18,
+  ``conv_impl="im2col"`` for the convnets: see ``models/conv.py``).
   """
   if name not in _CONSTRUCTORS:
     raise ValueError(f"Unknown model {name!r}; available models: {MODELS}")
@@ -66,6 +67,8 @@ def get_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
     raise ValueError(
         f"Model {name!r} cannot take inputs of shape {shape} (its two VALID 5x5 "
         f"conv + 2x2 max-pool blocks need H, W >= 16); models that can: {ok}")
+  if name == "mlp":
+    kwargs.pop("conv_impl", None)  # no convolutions to implement
   return _CONSTRUCTORS[name](num_classes=int(num_classes), **kwargs)
 
 

@@ -23,6 +23,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fedjax_gen.models.conv import conv_fn
+
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs with GroupNorm and an identity/projection shortcut."""
@@ -30,16 +32,19 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   num_groups: int = 2
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     s = (self.strides, self.strides)
-    y = nn.Conv(self.features, (3, 3), s, padding="SAME", use_bias=False, name="conv1")(x)
+    conv = lambda *a, **k: nn.Conv(*a, use_bias=False,
+                                   conv_general_dilated=conv_fn(self.conv_impl), **k)
+    y = conv(self.features, (3, 3), s, padding="SAME", name="conv1")(x)
     y = nn.relu(nn.GroupNorm(num_groups=self.num_groups, name="norm1")(y))
-    y = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False, name="conv2")(y)
+    y = conv(self.features, (3, 3), padding="SAME", name="conv2")(y)
     y = nn.GroupNorm(num_groups=self.num_groups, name="norm2")(y)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), s, use_bias=False, name="shortcut_conv")(x)
+      x = conv(self.features, (1, 1), s, name="shortcut_conv")(x)
       x = nn.GroupNorm(num_groups=self.num_groups, name="shortcut_norm")(x)
     return nn.relu(x + y)
 
@@ -55,6 +60,7 @@ class ResNet18(nn.Module):
   num_groups: int = 2
   width: float = 1.0
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  conv_impl: str = "xla"  # "xla" | "im2col" (see models/conv.py)
 
   def widths(self) -> tuple[int, ...]:
     return tuple(int(round(w * self.width)) for w in (64, 128, 256, 512))
@@ -67,11 +73,13 @@ class ResNet18(nn.Module):
         raise ValueError(
             f"ResNet18 stage width {w} (width={self.width}) must be a positive "
             f"multiple of num_groups={self.num_groups}")
-    x = nn.Conv(widths[0], (3, 3), padding="SAME", use_bias=False, name="conv1")(x)
+    x = nn.Conv(widths[0], (3, 3), padding="SAME", use_bias=False, name="conv1",
+                conv_general_dilated=conv_fn(self.conv_impl))(x)
     x = nn.relu(nn.GroupNorm(num_groups=self.num_groups, name="norm1")(x))
     for i, (w, n) in enumerate(zip(widths, self.stage_sizes)):
       for j in range(n):
         strides = 2 if (i > 0 and j == 0) else 1
-        x = BasicBlock(w, strides, self.num_groups, name=f"layer{i + 1}_{j}")(x)
+        x = BasicBlock(w, strides, self.num_groups, self.conv_impl,
+                       name=f"layer{i + 1}_{j}")(x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name="head")(x)
