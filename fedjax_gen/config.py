@@ -48,6 +48,20 @@ def base_config() -> ml_collections.ConfigDict:
       server_optimizer="sgd",   # sgd | momentum | adam | yogi (fedavgm/fedadam/fedyogi set it)
       server_lr=0.0,            # 0 = the optimizer's default (1.0 for sgd/momentum, 0.01 adaptive)
       server_momentum=0.9,
+      # personalized FL (see fedjax_gen/algorithms/personalized.py and friends)
+      holdout_clients=0.0,      # fraction of clients that never train: new-client evaluation
+      finetune_steps=10,        # local steps before evaluation (fedavg_ft, fedbabu, perfedavg)
+      newcomer_steps=10,        # local steps a held-out client adapts with its recipe
+      personal_layers="head",   # comma-separated top-level layers kept local (fedper/rep/babu)
+      fedrep_head_fraction=0.5, # FedRep: share of local steps that train the head
+      ditto_lambda=1.0,         # Ditto's lambda (the authors' scripts)
+      apfl_alpha=0.5,
+      apfl_alpha_lr=0.01,
+      pfedme_lambda=15.0,       # pFedMe (the authors' MNIST command; beta = server_lr)
+      pfedme_inner_steps=5,
+      pfedme_personal_lr=0.01,
+      perfedavg_alpha=0.01,     # Per-FedAvg inner step (also its eval fine-tune lr)
+      perfedavg_beta=0.001,
       model="mlp",              # mlp | simple_cnn | cnn4 | resnet18
       conv_impl="auto",         # auto (im2col on CPU, xla elsewhere) | xla | im2col
       seed=0,
@@ -122,6 +136,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]
   return config
 
 
+def num_holdout(num_clients: int, fraction: float) -> int:
+  return int(round(num_clients * fraction))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the bad value and how to fix it (cheap checks only)."""
   from fedjax_gen.algorithms.registry import check_algorithm
@@ -154,6 +172,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if c.clients_per_round > c.num_clients:
     raise ValueError(f"clients_per_round={c.clients_per_round} exceeds num_clients="
                      f"{c.num_clients}; sample at most num_clients clients per round.")
+  if not 0 <= c.holdout_clients < 1:
+    raise ValueError(f"holdout_clients must be a fraction in [0, 1), got "
+                     f"{c.holdout_clients}.")
+  training = c.num_clients - num_holdout(c.num_clients, c.holdout_clients)
+  if c.clients_per_round > training:
+    raise ValueError(f"clients_per_round={c.clients_per_round} exceeds the {training} "
+                     f"clients left to train after holding out {c.holdout_clients:.0%}.")
+  for key in ("finetune_steps", "newcomer_steps"):
+    if c[key] < 0:
+      raise ValueError(f"{key} must be >= 0 (local steps), got {c[key]}.")
+  if not [n for n in c.personal_layers.split(",") if n.strip()]:
+    raise ValueError("personal_layers is empty; name the layers kept local, e.g. head.")
   if c.local_steps < 0:
     raise ValueError(f"local_steps must be >= 0 (0 = train by local_epochs), got "
                      f"{c.local_steps}.")

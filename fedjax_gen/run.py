@@ -11,6 +11,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,6 +25,11 @@ from fedjax_gen.engine import (Evaluator, ExecutionPlan, LocalSchedule, Simulati
                                auto_plan, masked_cross_entropy, personalized_summary,
                                uses_conv)
 from fedjax_gen.outputs import MetricsLog, atomic_write, plot_accuracy, write_json
+
+# Hyperparameters passed to `make_algorithm` as they are.
+_ALGORITHM_KEYS = ("fedrep_head_fraction", "ditto_lambda", "apfl_alpha", "apfl_alpha_lr",
+                   "pfedme_lambda", "pfedme_inner_steps", "pfedme_personal_lr",
+                   "perfedavg_alpha", "perfedavg_beta")
 
 # Keys that do not change what a run computes: a work folder may be resumed with others.
 _RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
@@ -81,15 +87,40 @@ def _client_sharding(num_devices: int, num_clients: int):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("clients"))
 
 
-def evaluate(config, alg, evaluator: Evaluator, server, client_states) -> dict:
+def split_holdout(config) -> tuple[np.ndarray, np.ndarray]:
+  """(training clients, held-out newcomers): a seeded choice of `holdout_clients`."""
+  perm = np.random.default_rng([config.seed, 2]).permutation(config.num_clients)
+  held = np.sort(perm[: config_lib.num_holdout(config.num_clients, config.holdout_clients)])
+  return np.setdiff1d(np.arange(config.num_clients), held), held
+
+
+def evaluate(config, sim: Simulation, evaluator: Evaluator, server, client_states,
+             train_ids, new_ids, key) -> dict:
+  """Global accuracy; each training client's personalized accuracy (after the algorithm's
+  `personalize` steps, with its `eval_params`, or with the global model); newcomers'
+  accuracy after their `newcomer` recipe."""
+  alg = sim.alg
   metrics = evaluator.global_metrics(server.params)
-  if config.test_fraction > 0:
-    if alg.eval_params is None:
-      acc = evaluator.client_accuracies(params=server.params)
+  if config.test_fraction == 0:
+    return metrics
+
+  def accuracies(ids, adaptation, steps, client_states):
+    if adaptation is not None and steps > 0:
+      params = sim.adapt(adaptation, server, client_states, ids, key, steps)
+    elif alg.eval_params is not None:
+      states = jax.tree.map(lambda a: a[ids], client_states)
+      params = jax.vmap(alg.eval_params, in_axes=(None, 0))(server, states)
     else:
-      personal = jax.vmap(alg.eval_params, in_axes=(None, 0))(server, client_states)
-      acc = evaluator.client_accuracies(client_params=personal)
-    metrics.update(personalized_summary(acc))
+      return evaluator.client_accuracies(ids, params=server.params)
+    return evaluator.client_accuracies(ids, client_params=params)
+
+  metrics.update(personalized_summary(
+      accuracies(train_ids, alg.personalize, config.finetune_steps, client_states)))
+  if len(new_ids):
+    fresh = jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_clients, *a.shape)),
+                         alg.client_state_init(server.params))
+    metrics.update(personalized_summary(
+        accuracies(new_ids, alg.newcomer, config.newcomer_steps, fresh), prefix="new_client"))
   return metrics
 
 
@@ -118,11 +149,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config.algorithm, masked_cross_entropy(apply_fn), lr=config.lr, momentum=config.momentum,
       weight_decay=config.weight_decay, num_clients=config.num_clients,
       server_optimizer_name=config.server_optimizer, server_lr=config.server_lr or None,
-      server_momentum=config.server_momentum, prox_mu=config.prox_mu)
+      server_momentum=config.server_momentum, prox_mu=config.prox_mu, params=params,
+      personal_layers=[n.strip() for n in config.personal_layers.split(",") if n.strip()],
+      **{k: config[k] for k in _ALGORITHM_KEYS})
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
+  train_ids, new_ids = split_holdout(config)
   sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
                    plan=_plan(config, uses_conv(apply_fn, params, example_shape)),
-                   sharding=_client_sharding(config.num_devices, config.num_clients))
+                   sharding=_client_sharding(config.num_devices, config.num_clients),
+                   train_ids=train_ids)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=config.eval_batch_size)
   server, client_states = sim.init(params)
@@ -136,7 +171,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_through_round=start)
 
   # --- round loop: metrics stay on device until a log point ---------------------------
-  key = jax.random.key(config.seed)
+  key = jax.random.key(config.seed)  # round r uses fold_in(key, r)
+  eval_key = jax.random.fold_in(key, 2**31 - 1)
   pending, t_last = [], time.perf_counter()
   bar = tqdm(range(start + 1, config.rounds + 1), initial=start, total=config.rounds,
              desc=config.experiment if "experiment" in config else "run",
@@ -162,7 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if rr == r:
         row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
         if is_eval:
-          row.update(evaluate(config, alg, evaluator, server, client_states))
+          row.update(evaluate(config, sim, evaluator, server, client_states, train_ids,
+                              new_ids, jax.random.fold_in(eval_key, r)))
           bar.set_postfix(acc=f"{row['global_accuracy']:.3f}", clients_s=f"{clients_per_s:.1f}")
       log.append(row)
     if is_ckpt:
@@ -172,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- summary -------------------------------------------------------------------------
   final = {k: log.last(k) for k in ("global_accuracy", "global_loss", "personalized_accuracy",
-                                    "personalized_std", "personalized_worst10")}
+                                    "personalized_std", "personalized_worst10",
+                                    "new_client_accuracy")}
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
              "plan": vars(sim.plan), "conv_impl": conv_impl,

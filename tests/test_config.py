@@ -24,6 +24,12 @@ def cfg(*overrides):
     (["lr=0"], "lr must be > 0"),
     (["momentum=1"], r"momentum must be in \[0, 1\)"),
     (["test_fraction=1.0"], r"test_fraction must be in \[0, 1\)"),
+    (["holdout_clients=1.0"], r"holdout_clients must be a fraction in \[0, 1\)"),
+    (["holdout_clients=-0.1"], r"holdout_clients must be a fraction in \[0, 1\)"),
+    (["holdout_clients=0.6"], "clients_per_round=10 exceeds the 8 clients left to train"),
+    (["finetune_steps=-1"], "finetune_steps must be >= 0"),
+    (["newcomer_steps=-2"], "newcomer_steps must be >= 0"),
+    (["conv_impl=cudnn"], "Unknown conv_impl 'cudnn'"),
 ])
 def test_validate_rejects(overrides, message):
   with pytest.raises(ValueError, match=message):

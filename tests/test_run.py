@@ -109,3 +109,20 @@ def test_nan_loss_stops_with_round_named_and_checkpoints_intact(tmp_path):
   rows = read_metrics(tmp_path)
   assert all(np.isfinite(r["train_loss"]) for r in rows)
   assert all(int(d) <= (rows[-1]["round"] if rows else 0) for d in saved)
+
+
+def test_personal_layers_the_model_lacks(tmp_path):
+  with pytest.raises(ValueError, match=r"no layer\(s\) \['classifier'\]; its top-level layers"):
+    train_and_evaluate(cfg("algorithm=fedper", "personal_layers=classifier"), str(tmp_path))
+  with pytest.raises(ValueError, match="leaves nothing shared"):
+    train_and_evaluate(cfg("algorithm=fedrep", "personal_layers=fc1,fc2,head"),
+                       str(tmp_path / "b"))
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_newcomers_are_evaluated(tmp_path):
+  summary = train_and_evaluate(cfg("algorithm=fedavg_ft", "holdout_clients=0.25",
+                                   "clients_per_round=6", "finetune_steps=3",
+                                   "newcomer_steps=3"), str(tmp_path))
+  assert 0 <= summary["new_client_accuracy"] <= 1
+  assert 0 <= summary["personalized_accuracy"] <= 1

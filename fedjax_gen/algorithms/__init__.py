@@ -7,9 +7,19 @@ from fedjax_gen.algorithms.fednova import fednova
 from fedjax_gen.algorithms.fedprox import fedprox, proximal_loss
 from fedjax_gen.algorithms.scaffold import scaffold
 from fedjax_gen.algorithms.server_optimizers import SERVER_OPTIMIZERS, server_optimizer
-from fedjax_gen.algorithms.registry import ALGORITHMS, make_algorithm
+from fedjax_gen.algorithms.apfl import apfl
+from fedjax_gen.algorithms.base import Adaptation
+from fedjax_gen.algorithms.ditto import ditto
+from fedjax_gen.algorithms.finetune import finetune
+from fedjax_gen.algorithms.perfedavg import perfedavg
+from fedjax_gen.algorithms.personalized import (fedavg_ft, fedbabu, fedrep, local_only,
+                                                partial_personalization)
+from fedjax_gen.algorithms.pfedme import pfedme
+from fedjax_gen.algorithms.registry import ALGORITHMS, PERSONALIZED, make_algorithm
 
 __all__ = [
+    "Adaptation", "PERSONALIZED", "apfl", "ditto", "fedavg_ft", "fedbabu", "fedrep",
+    "finetune", "local_only", "partial_personalization", "perfedavg", "pfedme",
     "ALGORITHMS", "Batch", "FederatedAlgorithm", "LocalState", "LossFn", "SERVER_OPTIMIZERS",
     "ServerState", "fedavg", "fednova", "fedprox", "make_algorithm", "proximal_loss",
     "scaffold", "server_optimizer", "weighted_mean",

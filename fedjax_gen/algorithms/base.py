@@ -12,6 +12,8 @@ of padded steps, unrolled or scanned loops). Names follow FedJAX's vocabulary:
     server_update(server_state, uploads, weights) -> server_state  (uploads stacked [m, ...])
     eval_params(server_state, client_state)     -> params a client evaluates with
                                                    (None: everyone uses the global model)
+    personalize, newcomer: optional `Adaptation`s: local steps a training client runs
+      before evaluation (e.g. FedAvg+FT), and a held-out client's recipe to join.
 
 All states are pytrees (NamedTuples), so `jit`, `vmap` and checkpointing need no special
 cases. A server state always has a `params` field: the global model.
@@ -30,13 +32,31 @@ PyTree = Any
 
 
 class Batch(NamedTuple):
-  """One local minibatch; `mask` marks real (not padded) examples."""
+  """One local minibatch; `mask` marks real (not padded) examples.
+
+  `step` and `num_steps` say where the step falls in the client's local run (for
+  algorithms with phases, e.g. FedRep trains its head first).
+  """
   x: jax.Array     # [batch, *example_shape]
   y: jax.Array     # [batch] int32
   mask: jax.Array  # [batch] bool
+  step: jax.Array | int = 0       # int32 [], index of this local step
+  num_steps: jax.Array | int = 1  # int32 [], the client's active local steps this round
 
 
 LossFn = Callable[[Params, Batch], jax.Array]  # masked mean loss, a scalar
+
+
+class Adaptation(NamedTuple):
+  """A client's local adaptation without aggregation, run by the engine's local loop:
+  fine-tuning before evaluation, or a newcomer's recipe (e.g. FedRep trains its head).
+
+  `init(server, client_state, key) -> carry`, `step(server, carry, batch) -> (carry,
+  loss)`, `final(server, client_state, carry) -> params` (the model it evaluates).
+  """
+  init: Callable[[PyTree, PyTree, jax.Array], PyTree]
+  step: Callable[[PyTree, PyTree, Batch], tuple[PyTree, jax.Array]]
+  final: Callable[[PyTree, PyTree, PyTree], Params]
 
 
 class FederatedAlgorithm(NamedTuple):
@@ -47,6 +67,8 @@ class FederatedAlgorithm(NamedTuple):
   client_final: Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
   server_update: Callable[[PyTree, PyTree, jax.Array], PyTree]
   eval_params: Optional[Callable[[PyTree, PyTree], Params]] = None
+  personalize: Optional[Adaptation] = None  # run before evaluating a training client
+  newcomer: Optional[Adaptation] = None     # how a held-out client adapts before evaluation
 
 
 class ServerState(NamedTuple):
@@ -71,12 +93,23 @@ def local_init(client_opt: optax.GradientTransformation, params: Params) -> Loca
 
 
 def local_step(loss_fn: LossFn, client_opt: optax.GradientTransformation,
-               carry: LocalState, batch: Batch) -> tuple[LocalState, jax.Array]:
-  """One optimizer step on `loss_fn`."""
+               carry: LocalState, batch: Batch, trainable: PyTree = None
+               ) -> tuple[LocalState, jax.Array]:
+  """One optimizer step on `loss_fn`.
+
+  Args:
+    trainable: optional pytree of booleans (Python or traced scalars) over the params:
+      frozen leaves get zero gradient and keep their value exactly (so neither momentum
+      nor weight decay moves them).
+  """
   loss, grads = jax.value_and_grad(loss_fn)(carry.params, batch)
+  if trainable is not None:
+    grads = jax.tree.map(lambda t, g: jnp.where(t, g, 0), trainable, grads)
   updates, opt_state = client_opt.update(grads, carry.opt_state, carry.params)
-  return LocalState(optax.apply_updates(carry.params, updates), opt_state,
-                    carry.steps + 1), loss
+  params = optax.apply_updates(carry.params, updates)
+  if trainable is not None:
+    params = jax.tree.map(lambda t, n, o: jnp.where(t, n, o), trainable, params, carry.params)
+  return LocalState(params, opt_state, carry.steps + 1), loss
 
 
 def weighted_mean(tree: PyTree, weights: jax.Array) -> PyTree:

@@ -76,34 +76,38 @@ class Evaluator:
     n = float(np.asarray(self.test[2]).sum())
     return {"global_accuracy": float(correct.sum()) / n, "global_loss": float(losses.sum()) / n}
 
-  def client_accuracies(self, params=None, client_params=None, chunk: int = 1) -> np.ndarray:
-    """Per-client accuracy on local test splits; NaN for clients without test data.
+  def client_accuracies(self, ids, params=None, client_params=None,
+                        chunk: int = 8) -> np.ndarray:
+    """Accuracy of clients `ids` on their local test splits; NaN where a split is empty.
 
-    Pass `params` (one model for every client) or `client_params` (stacked, one per
-    client, evaluated `chunk` clients at a time).
+    Pass `params` (one model for every client) or `client_params` (stacked over `ids`,
+    evaluated `chunk` clients at a time).
     """
+    ids = np.asarray(ids)
     if client_params is None:
       correct, _ = self._run(params, self.local)  # flat [clients * max_test + padding]
       per_example = np.asarray(correct)[: self.local_stacked[1].size]
-      hits = per_example.reshape(self.num_clients, -1).sum(1)
+      hits = per_example.reshape(self.num_clients, -1).sum(1)[ids]
     else:
       x, y, m = self.local_stacked
       hits = []
-      for s in range(0, self.num_clients, chunk):
+      for s in range(0, len(ids), chunk):
+        sel = jnp.asarray(ids[s:s + chunk])
         p = jax.tree.map(lambda a: a[s:s + chunk], client_params)
-        c, _ = self._client_stats(p, x[s:s + chunk], y[s:s + chunk], m[s:s + chunk])
+        c, _ = self._client_stats(p, x[sel], y[sel], m[sel])
         hits.append(np.asarray(c.sum(1)))
       hits = np.concatenate(hits)
+    count = self.local_count[ids]
     with np.errstate(invalid="ignore", divide="ignore"):
-      return np.where(self.local_count > 0, hits / self.local_count, np.nan)
+      return np.where(count > 0, hits / count, np.nan)
 
 
-def personalized_summary(acc: np.ndarray) -> dict[str, float | None]:
+def personalized_summary(acc: np.ndarray, prefix: str = "personalized"
+                         ) -> dict[str, float | None]:
   """Mean, std and worst-10% mean (at least one client) of per-client accuracies."""
   acc = acc[~np.isnan(acc)]
   if acc.size == 0:
-    return {"personalized_accuracy": None, "personalized_std": None,
-            "personalized_worst10": None}
+    return {f"{prefix}_accuracy": None, f"{prefix}_std": None, f"{prefix}_worst10": None}
   worst = np.sort(acc)[: max(1, int(np.ceil(0.1 * acc.size)))]
-  return {"personalized_accuracy": float(acc.mean()), "personalized_std": float(acc.std()),
-          "personalized_worst10": float(worst.mean())}
+  return {f"{prefix}_accuracy": float(acc.mean()), f"{prefix}_std": float(acc.std()),
+          f"{prefix}_worst10": float(worst.mean())}

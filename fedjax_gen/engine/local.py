@@ -10,7 +10,7 @@ one `vmap` covers clients of unequal size.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -65,19 +65,21 @@ def select_batch(data: ClientData, key: jax.Array, t: jax.Array,
     pos = step * b + jnp.arange(b)
   mask = pos < data.count
   idx = perm[jnp.minimum(pos, n - 1)]
-  return Batch(data.x[idx], data.y[idx], mask)
+  return Batch(data.x[idx], data.y[idx], mask, t, schedule.num_steps(data.count))
 
 
-def begin(alg: FederatedAlgorithm, server, client_state, key) -> EngineCarry:
+def begin(init_fn: Callable, server, client_state, key) -> EngineCarry:
+  """`init_fn(server, client_state, key)` is `client_init` (or an adaptation's init)."""
   k_alg, k_data = jax.random.split(key)
-  return EngineCarry(alg.client_init(server, client_state, k_alg), jnp.zeros(()), k_data)
+  return EngineCarry(init_fn(server, client_state, k_alg), jnp.zeros(()), k_data)
 
 
-def run_steps(alg: FederatedAlgorithm, schedule: LocalSchedule, server, carry: EngineCarry,
+def run_steps(step_fn: Callable, schedule: LocalSchedule, server, carry: EngineCarry,
               data: ClientData, t0, num: int, *, loop: str) -> EngineCarry:
   """Local steps t0 .. t0+num-1 of one client; steps past its own count are no-ops.
 
   Args:
+    step_fn: `step_fn(server, carry, batch) -> (carry, loss)`, e.g. `client_step`.
     loop: "unroll" (a Python loop, traced `num` times) or "scan" (`lax.fori_loop`).
 
   Inactive steps are masked with a select, not skipped with `lax.cond`: on XLA:CPU a
@@ -88,7 +90,7 @@ def run_steps(alg: FederatedAlgorithm, schedule: LocalSchedule, server, carry: E
 
   def step(t, c: EngineCarry) -> EngineCarry:
     def active(c):
-      new, loss = alg.client_step(server, c.alg, select_batch(data, c.key, t, schedule))
+      new, loss = step_fn(server, c.alg, select_batch(data, c.key, t, schedule))
       return c._replace(alg=new, loss_sum=c.loss_sum + loss)
     is_active = t < active_steps
     return jax.tree.map(lambda a, b: jnp.where(is_active, a, b), active(c), c)

@@ -93,13 +93,19 @@ class Simulation:
     has_conv: whether the model convolves (only used by the automatic plan).
     sharding: optional `jax.sharding.Sharding` for the client axis of the population data
       and client states (e.g. `NamedSharding(mesh, P("clients"))`).
+    train_ids: the clients that may be sampled (default all); the others are held out as
+      newcomers, who never train.
   """
 
   def __init__(self, alg: FederatedAlgorithm, train, schedule: LocalSchedule, *,
                clients_per_round: int, plan: ExecutionPlan | None = None,
-               has_conv: bool = True, sharding=None):
+               has_conv: bool = True, sharding=None, train_ids=None):
     self.alg, self.schedule = alg, schedule
     self.num_clients = int(train.count.shape[0])
+    self.train_ids = np.arange(self.num_clients) if train_ids is None else np.asarray(train_ids)
+    if not 1 <= clients_per_round <= len(self.train_ids):
+      raise ValueError(f"clients_per_round={clients_per_round} must be in [1, "
+                       f"{len(self.train_ids)}] (the clients that train).")
     self.clients_per_round = clients_per_round
     self.plan = plan or auto_plan(clients_per_round, has_conv=has_conv)
     self.sharding = sharding
@@ -113,7 +119,7 @@ class Simulation:
     k = self.plan.steps_per_call
     self._begin = jax.jit(self._gather_and_begin)
     self._block = jax.jit(chunk_map(
-        lambda server, c, d, t0: local.run_steps(alg, schedule, server, c, d, t0, k,
+        lambda server, c, d, t0: local.run_steps(alg.client_step, schedule, server, c, d, t0, k,
                                                  loop="unroll"),
         in_axes=(None, 0, 0, None)), donate_argnums=(1,))
     self._end = jax.jit(chunk_map(
@@ -121,6 +127,7 @@ class Simulation:
         in_axes=(None, 0, 0, 0)))
     self._finish = jax.jit(self._aggregate, donate_argnums=(1,))
     self._sample = jax.jit(self._sample_ids)
+    self._adapt = jax.jit(self._adapt_clients, static_argnames=("adaptation", "steps"))
 
   @staticmethod
   def _squeezed(f, in_axes):
@@ -145,8 +152,8 @@ class Simulation:
   # --- pieces shared by both plans -----------------------------------------------------
   def _sample_ids(self, key):
     k_sample, k_clients = jax.random.split(key)
-    ids = jax.random.choice(k_sample, self.num_clients, (self.clients_per_round,),
-                            replace=False)
+    ids = jnp.asarray(self.train_ids)[jax.random.choice(
+        k_sample, len(self.train_ids), (self.clients_per_round,), replace=False)]
     keys = jax.vmap(lambda i: jax.random.fold_in(k_clients, i))(ids)  # keyed by client id
     return ids, keys
 
@@ -169,8 +176,8 @@ class Simulation:
     def one_client(args):
       cid, cstate, ckey = args
       data = ClientData(self.data.x[cid], self.data.y[cid], self.data.count[cid])
-      carry = local.begin(self.alg, server, cstate, ckey)
-      carry = local.run_steps(self.alg, self.schedule, server, carry, data, 0,
+      carry = local.begin(self.alg.client_init, server, cstate, ckey)
+      carry = local.run_steps(self.alg.client_step, self.schedule, server, carry, data, 0,
                               self.max_steps, loop="scan")
       return local.end(self.alg, self.schedule, server, cstate, carry, data)
 
@@ -181,7 +188,8 @@ class Simulation:
   # --- host-loop plan ------------------------------------------------------------------
   def _gather_and_begin(self, server, client_states, ids, keys):
     cstates = _take(client_states, ids)
-    carry = jax.vmap(lambda cs, k: local.begin(self.alg, server, cs, k))(cstates, keys)
+    carry = jax.vmap(lambda cs, k: local.begin(self.alg.client_init, server, cs, k))(
+        cstates, keys)
     return cstates, carry, self._client_data(ids)
 
   def _host_round(self, server, client_states, key):
@@ -198,6 +206,26 @@ class Simulation:
       results.append(self._end(server, cstates, carry, data))
     uploads, new_states, metrics = (_concat(list(r)) for r in zip(*results))
     return self._finish(server, client_states, ids, uploads, new_states, metrics)
+
+  # --- adaptation without aggregation (fine-tuning, newcomers) ------------------------
+  def _adapt_clients(self, server, client_states, ids, key, *, adaptation, steps):
+    schedule = self.schedule._replace(local_steps=steps)
+
+    def one_client(args):
+      cid, cstate = args
+      data = ClientData(self.data.x[cid], self.data.y[cid], self.data.count[cid])
+      carry = local.begin(adaptation.init, server, cstate, jax.random.fold_in(key, cid))
+      carry = local.run_steps(adaptation.step, schedule, server, carry, data, 0, steps,
+                              loop="scan")
+      return adaptation.final(server, cstate, carry.alg)
+
+    return jax.lax.map(one_client, (ids, _take(client_states, ids)),
+                       batch_size=self.plan.chunk_size)
+
+  def adapt(self, adaptation, server, client_states, ids, key, steps: int) -> PyTree:
+    """Params after `steps` local steps of `adaptation` for clients `ids` (stacked)."""
+    ids = jnp.asarray(ids, jnp.int32)
+    return self._adapt(server, client_states, ids, key, adaptation=adaptation, steps=steps)
 
   # --- public --------------------------------------------------------------------------
   def round(self, server, client_states, key) -> tuple[PyTree, PyTree, RoundMetrics]:

@@ -10,7 +10,7 @@ from fedjax_gen.algorithms import (ALGORITHMS, Batch, fedavg, fednova, fedprox, 
                                    scaffold)
 from fedjax_gen.algorithms.fednova import normalizer
 from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation
-from tests.helpers import assert_trees_close, linear_problem
+from tests.helpers import assert_trees_close, linear_problem, normnet_problem
 
 
 def one_round(alg, counts=(4, 4), schedule=LocalSchedule(4, 1, 2), seed=0):
@@ -24,18 +24,20 @@ def one_round(alg, counts=(4, 4), schedule=LocalSchedule(4, 1, 2), seed=0):
 
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_every_algorithm_inits_abstractly_and_trains(name):
-  train, _, params, loss_fn = linear_problem()
-  alg = make_algorithm(name, loss_fn, lr=0.1, momentum=0.5, num_clients=3)
+  train, _, params, loss_fn = normnet_problem()  # has body, norm and head layers
+  alg = make_algorithm(name, loss_fn, lr=0.1, momentum=0.5, num_clients=3, params=params)
   shapes = jax.eval_shape(alg.server_init, params)
   assert jax.tree.structure(shapes.params) == jax.tree.structure(params)
   sim = Simulation(alg, train, LocalSchedule(2, 1, 0), clients_per_round=2,
                    plan=ExecutionPlan(2, 0))
   server, states = sim.init(params)
+  init_states = jax.tree.map(np.array, states)
   for r in range(3):
     server, states, m = sim.round(server, states, jax.random.key(r))
   assert np.isfinite(float(m.train_loss))
-  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(server.params),
-                                                       jax.tree.leaves(params)))
+  moved = lambda a, b: not all(np.array_equal(x, y) for x, y in
+                               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert moved(server.params, params) or moved(states, init_states)  # Local-only: states
 
 
 def test_fedavg_aggregate_is_data_weighted_mean_of_local_models():
