@@ -96,7 +96,9 @@ def run_steps(step_fn: Callable, schedule: LocalSchedule, server, carry: EngineC
     return jax.tree.map(lambda a, b: jnp.where(is_active, a, b), active(c), c)
 
   if loop == "scan":
-    return jax.lax.fori_loop(t0, t0 + num, step, carry)
+    # A trip count bounded by the client's own steps: without vmap (chunks of one client)
+    # padded steps cost nothing; under vmap the loop runs to the chunk's longest client.
+    return jax.lax.fori_loop(t0, jnp.minimum(t0 + num, active_steps), step, carry)
   for j in range(num):
     carry = step(t0 + j, carry)
   return carry

@@ -5,15 +5,19 @@ counts; persistent client states are stacked the same way and gathered/scattered
 the sampled clients. A round runs under an `ExecutionPlan`:
 
 * `steps_per_call == 0` ("fused"): the whole round is ONE jitted computation; clients
-  are `vmap`ped in chunks of `chunk_size` (`lax.map`) and local steps run in a
-  `lax.fori_loop`. The default everywhere.
+  are `vmap`ped in chunks of `chunk_size` (`lax.map`) and local steps run in a loop whose
+  trip count is bounded by each client's own steps. The default everywhere: all sampled
+  clients in one chunk on accelerators; one client per chunk on CPU, where vmapping
+  clients of unequal size pays for the padded steps of the smaller ones and buys little
+  parallelism (measured with `experiments/benchmarks/conv_cpu.py`, jax 0.10.2, 2-core
+  CPU, simple-CNN, clients of 300-2400 examples: chunk 1 ran 2.3x faster than chunk 4).
 * `steps_per_call == k > 0` ("host loop"): the same per-client functions, jitted in
   pieces; the host loops over chunks of clients and over blocks of k unrolled local steps,
   skipping blocks where every client of the chunk is done. The default only for models
-  with native XLA convolutions on CPU, where we measured (jax 0.10.2, 2-core CPU,
-  `experiments/benchmarks/conv_cpu.py`) a scanned, vmapped training loop 3-20x slower than
-  clients one at a time with unrolled steps. With `conv_impl="im2col"` (the CPU default,
-  see `models/conv.py`) the fused plan is the faster one (1.07-1.3x over that host loop).
+  with native XLA convolutions on CPU, where a scanned, vmapped conv training loop ran
+  3-20x slower than clients one at a time with unrolled steps. With `conv_impl="im2col"`
+  (the CPU default, see `models/conv.py`) the fused plan is faster (1.4x on the workload
+  above).
 
 Both paths call the same per-client functions (`engine.local`), so they agree to float
 tolerance; `tests/engine/test_simulation.py` checks it.
@@ -51,8 +55,8 @@ def auto_plan(clients_per_round: int, *, has_conv: bool,
   `has_conv`: the model uses native XLA convolutions (`lax.conv_general_dilated`).
   """
   backend = backend or jax.default_backend()
-  if backend == "cpu" and has_conv:
-    return ExecutionPlan(chunk_size=1, steps_per_call=10)
+  if backend == "cpu":
+    return ExecutionPlan(chunk_size=1, steps_per_call=10 if has_conv else 0)
   return ExecutionPlan(chunk_size=clients_per_round, steps_per_call=0)
 
 
