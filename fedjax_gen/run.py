@@ -200,7 +200,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if is_eval:
           row.update(evaluate(config, sim, evaluator, server, client_states, train_ids,
                               new_ids, jax.random.fold_in(eval_key, r)))
-          bar.set_postfix(acc=f"{row['global_accuracy']:.3f}", clients_s=f"{clients_per_s:.1f}")
+          shown = {"acc": row["global_accuracy"], "pacc": row.get("personalized_accuracy")}
+          bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None},
+                          clients_s=f"{clients_per_s:.1f}")
       log.append(row)
     if is_ckpt:
       ckpt.save(r, server, client_states, elapsed)

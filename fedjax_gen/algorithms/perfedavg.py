@@ -26,6 +26,7 @@ import optax
 
 from fedjax_gen.algorithms import base
 from fedjax_gen.algorithms.fedavg import fedavg
+from fedjax_gen.algorithms.finetune import finetune
 
 
 def perfedavg(loss_fn: base.LossFn, client_opt: optax.GradientTransformation,
@@ -61,10 +62,7 @@ def perfedavg(loss_fn: base.LossFn, client_opt: optax.GradientTransformation,
     return base.tree_sub(server.params, w), state
 
   sgd = optax.sgd(alpha)
-  personalize = base.Adaptation(
-      init=lambda server, state, key: base.local_init(sgd, server.params),
-      step=lambda server, carry, batch: base.local_step(loss_fn, sgd, carry, batch),
-      final=lambda server, state, carry: carry.params)
+  personalize = finetune(loss_fn, sgd)  # plain SGD steps of size alpha from the global model
   return fedavg(loss_fn, sgd, server_opt)._replace(
       client_init=client_init, client_step=client_step, client_final=client_final,
       personalize=personalize, newcomer=personalize)
