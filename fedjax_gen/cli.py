@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
   run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   run.add_argument("--workdir", required=True, help="folder for metrics, plots, checkpoints")
   sub.add_parser("list", help="list built-in experiments")
-  args = parser.parse_args(argv)
+  args = parser.parse_intermixed_args(argv)
 
   from fedjax_gen import config as config_lib
   if args.command == "list":
