@@ -15,7 +15,11 @@ def main(argv: list[str] | None = None) -> int:
   run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   run.add_argument("--workdir", required=True, help="folder for metrics, plots, checkpoints")
   sub.add_parser("list", help="list built-in experiments")
-  args = parser.parse_intermixed_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  if extra and (args.command != "run" or any("=" not in e for e in extra)):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  if extra:  # KEY=VALUE overrides given after --workdir
+    args.overrides += extra
 
   from fedjax_gen import config as config_lib
   if args.command == "list":

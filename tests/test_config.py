@@ -65,3 +65,8 @@ def test_cli_list_and_error_exit(capsys, tmp_path):
   assert "quickstart" in capsys.readouterr().out
   assert main(["run", "quickstart", "alpha=0", "--workdir", str(tmp_path)]) == 2
   assert "alpha must be > 0" in capsys.readouterr().err
+
+
+def test_cli_accepts_overrides_after_workdir(tmp_path, capsys):
+  assert main(["run", "quickstart", "--workdir", str(tmp_path), "rounds=0"]) == 2
+  assert "rounds must be > 0" in capsys.readouterr().err
