@@ -107,6 +107,7 @@ def _plot(table: Table, results: dict) -> None:
       if cell and cell["curve"]:
         ax.plot(*zip(*cell["curve"]), marker="o", markersize=3, label=alg)
     ax.set_title(label)
+    ax.set_ylim(0, 1)
     ax.set_xlabel("round")
     ax.grid(alpha=0.3)
     if i == 0:
