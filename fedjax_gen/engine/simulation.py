@@ -26,8 +26,7 @@ tolerance; `tests/engine/test_simulation.py` checks it.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -179,7 +178,7 @@ class Simulation:
 
     def one_client(args):
       cid, cstate, ckey = args
-      data = ClientData(self.data.x[cid], self.data.y[cid], self.data.count[cid])
+      data = self._client_data(cid)
       carry = local.begin(self.alg.client_init, server, cstate, ckey)
       carry = local.run_steps(self.alg.client_step, self.schedule, server, carry, data, 0,
                               self.max_steps, loop="scan")
@@ -217,7 +216,7 @@ class Simulation:
 
     def one_client(args):
       cid, cstate = args
-      data = ClientData(self.data.x[cid], self.data.y[cid], self.data.count[cid])
+      data = self._client_data(cid)
       carry = local.begin(adaptation.init, server, cstate, jax.random.fold_in(key, cid))
       carry = local.run_steps(adaptation.step, schedule, server, carry, data, 0, steps,
                               loop="scan")
