@@ -1,0 +1,1 @@
+"""Diffusion models: the shared core (schedules, losses, samplers, inversion) and generators."""
