@@ -138,9 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- model and algorithm -----------------------------------------------------------
   example_shape = fed.train.x.shape[2:]
-  conv_impl = config.conv_impl
-  if conv_impl == "auto":  # measured: experiments/benchmarks/conv_cpu.py
-    conv_impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+  conv_impl = models.resolve_conv_impl(config.conv_impl)
   model = models.get_model(config.model, num_classes=fed.num_classes,
                            input_shape=example_shape, conv_impl=conv_impl)
   apply_fn = lambda params, x: model.apply({"params": params}, x)

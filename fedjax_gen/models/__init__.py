@@ -6,11 +6,13 @@ and can be vmapped over a leading client axis of ``p``.
 """
 
 from fedjax_gen.models.cnn import CNN4, SimpleCNN
+from fedjax_gen.models.conv import resolve_conv_impl
 from fedjax_gen.models.mlp import MLP
 from fedjax_gen.models.registry import (MODELS, Params, count_params,
                                         get_model, init_params,
                                         supported_models)
 from fedjax_gen.models.resnet import BasicBlock, ResNet18
+from fedjax_gen.models.unet import UNet
 
 __all__ = [
     "MODELS",
@@ -24,4 +26,6 @@ __all__ = [
     "CNN4",
     "ResNet18",
     "BasicBlock",
+    "UNet",
+    "resolve_conv_impl",
 ]

@@ -43,10 +43,20 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
                     precision=precision, preferred_element_type=preferred_element_type)
 
 
+def resolve_conv_impl(conv_impl: str) -> str:
+  """"auto" -> "im2col" on CPU (measured: experiments/benchmarks/conv_cpu.py), else "xla"."""
+  if conv_impl == "auto":
+    import jax
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+  return conv_impl
+
+
 def conv_fn(conv_impl: str):
   """The convolution function for a model's `nn.Conv` layers."""
   if conv_impl == "im2col":
     return im2col_conv
   if conv_impl == "xla":
     return lax.conv_general_dilated
+  if conv_impl == "auto":
+    return conv_fn(resolve_conv_impl(conv_impl))
   raise ValueError(f"Unknown conv_impl {conv_impl!r}; valid: xla, im2col (or auto).")
