@@ -7,6 +7,18 @@ import json
 import sys
 
 
+def trainer(config):
+  """The function that runs `config`: by its `task` key (imports JAX: after cheap checks)."""
+  task = config.get("task", "classify")
+  if task == "ddpm":
+    from fedjax_gen.diffusion.train import train_ddpm
+    return train_ddpm
+  if task != "classify":
+    raise ValueError(f"Unknown task {task!r}; valid: classify, ddpm.")
+  from fedjax_gen.run import train_and_evaluate
+  return train_and_evaluate
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="fedjax-gen", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -15,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
   run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   run.add_argument("--workdir", required=True, help="folder for metrics, plots, checkpoints")
   sub.add_parser("list", help="list built-in experiments")
+  sub.add_parser("bench", add_help=False, help="round-throughput benchmark vs a JAX loop, "
+                 "PyTorch and FedJAX (experiments/benchmarks/round_bench.py; flags pass through)")
   args, extra = parser.parse_known_args(argv)
+  if args.command == "bench":
+    return _bench(extra)
   if extra and (args.command != "run" or any("=" not in e for e in extra)):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   if extra:  # KEY=VALUE overrides given after --workdir
@@ -27,13 +43,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   try:
     config = config_lib.apply_overrides(config_lib.load_config(args.experiment), args.overrides)
-    from fedjax_gen.run import train_and_evaluate  # imports JAX: after the cheap checks
-    summary = train_and_evaluate(config, args.workdir)
+    summary = trainer(config)(config, args.workdir)
   except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, ImportError) as e:
     print(f"fedjax-gen: error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(summary, indent=2))
   return 0
+
+
+def _bench(argv: list[str]) -> int:
+  """Runs `experiments/benchmarks/round_bench.py` of this checkout with `argv`."""
+  import importlib.util
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.path.join(root, "experiments", "benchmarks", "round_bench.py")
+  if not os.path.exists(path):
+    print(f"fedjax-gen: error: {path} not found (needs a source checkout)", file=sys.stderr)
+    return 2
+  spec = importlib.util.spec_from_file_location("round_bench", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main(argv)
 
 
 if __name__ == "__main__":

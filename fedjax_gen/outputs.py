@@ -59,20 +59,24 @@ class MetricsLog:
     return None
 
 
-def plot_accuracy(rows: list[dict], path: str, title: str = "") -> None:
-  """Global and personalized accuracy against round, as a PNG."""
+_ACCURACY_SERIES = (("global_accuracy", "global (test set)"),
+                    ("personalized_accuracy", "personalized (clients' local test)"))
+
+
+def plot_accuracy(rows: list[dict], path: str, title: str = "", *,
+                  series=_ACCURACY_SERIES, ylabel: str = "accuracy") -> None:
+  """Metrics against round (default: global and personalized accuracy), as a PNG."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
   fig = Figure(figsize=(6, 4))
   ax = fig.add_subplot()
-  for key, label in (("global_accuracy", "global (test set)"),
-                     ("personalized_accuracy", "personalized (clients' local test)")):
+  for key, label in series:
     pts = [(r["round"], r[key]) for r in rows if r.get(key) is not None]
     if pts:
       ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
   ax.set_xlabel("round")
-  ax.set_ylabel("accuracy")
+  ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend()

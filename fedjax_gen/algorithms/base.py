@@ -35,13 +35,15 @@ class Batch(NamedTuple):
   """One local minibatch; `mask` marks real (not padded) examples.
 
   `step` and `num_steps` say where the step falls in the client's local run (for
-  algorithms with phases, e.g. FedRep trains its head first).
+  algorithms with phases, e.g. FedRep trains its head first). `key` is distinct per
+  client, round and step (a diffusion loss draws its timesteps and noise from it).
   """
   x: jax.Array     # [batch, *example_shape]
   y: jax.Array     # [batch] int32
   mask: jax.Array  # [batch] bool
   step: jax.Array | int = 0       # int32 [], index of this local step
   num_steps: jax.Array | int = 1  # int32 [], the client's active local steps this round
+  key: jax.Array | None = None    # this step's own PRNG key, for losses that draw noise
 
 
 LossFn = Callable[[Params, Batch], jax.Array]  # masked mean loss, a scalar

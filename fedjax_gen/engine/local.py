@@ -65,7 +65,8 @@ def select_batch(data: ClientData, key: jax.Array, t: jax.Array,
     pos = step * b + jnp.arange(b)
   mask = pos < data.count
   idx = perm[jnp.minimum(pos, n - 1)]
-  return Batch(data.x[idx], data.y[idx], mask, t, schedule.num_steps(data.count))
+  step_key = jax.random.fold_in(jax.random.fold_in(key, t), 0x5EED)
+  return Batch(data.x[idx], data.y[idx], mask, t, schedule.num_steps(data.count), step_key)
 
 
 def begin(init_fn: Callable, server, client_state, key) -> EngineCarry:
