@@ -33,7 +33,7 @@ from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
 def ddpm_config(**overrides) -> ml_collections.ConfigDict:
   """The keys a DDPM run understands on top of `config.base_config()`."""
   config = config_lib.base_config()
-  config.update(
+  defaults = dict(
       task="ddpm",
       central=False,            # true: one client holds all training data (a server with data)
       unet_channels="32,64,64", # channels per resolution level (H, W divisible by 2**(n-1))
@@ -47,8 +47,8 @@ def ddpm_config(**overrides) -> ml_collections.ConfigDict:
       guidance_scale=2.0,
       eval_samples_per_class=100,
       sample_batch_size=250,
-      classifier_epochs=2,      # the real-data classifier behind CAS and the Frechet distance
-      **overrides)
+      classifier_epochs=2)      # the real-data classifier behind CAS and the Frechet distance
+  config.update({**defaults, **overrides})
   return config
 
 

@@ -61,7 +61,8 @@ class Attention(nn.Module):
   def __call__(self, x):
     b, h, w, c = x.shape
     y = nn.GroupNorm(_groups(c))(x).reshape(b, h * w, c)
-    y = nn.SelfAttention(num_heads=1, qkv_features=c, out_kernel_init=nn.initializers.zeros)(y)
+    y = nn.MultiHeadDotProductAttention(num_heads=1, qkv_features=c,
+                                        out_kernel_init=nn.initializers.zeros)(y)
     return x + y.reshape(b, h, w, c)
 
 

@@ -1,0 +1,161 @@
+"""The image DDPM: its loss in the engine, its generator, save/load, the generated-set cache,
+and the `ddpm_fmnist` run end to end on a tiny budget."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fedjax_gen import config as config_lib
+from fedjax_gen.algorithms import fedavg
+from fedjax_gen.algorithms.base import Batch
+from fedjax_gen.data.federated import ClientArrays
+from fedjax_gen.diffusion import generator as gen_lib
+from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec, load_ddpm, training_loss
+from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation
+
+SPEC = DDPMSpec((8, 8, 1), num_classes=3, channels=(8, 8), diffusion_steps=50)
+
+
+@pytest.fixture(scope="module")
+def params():
+  return SPEC.init_params(jax.random.key(0))
+
+
+def _toy_clients(num_clients=2, n=24):
+  """Class c is a constant image of brightness (c + 1) / 4."""
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 3, (num_clients, n)).astype(np.int32)
+  x = np.broadcast_to(((y + 1) / 4.0)[..., None, None, None], (num_clients, n, 8, 8, 1))
+  x = (x + 0.02 * rng.standard_normal(x.shape)).astype(np.float32)
+  return ClientArrays(x, y, np.full(num_clients, n, np.int32))
+
+
+def test_loss_draws_its_noise_from_the_batch_key(params):
+  loss_fn = training_loss(SPEC, conv_impl="xla")
+  data = _toy_clients(1)
+  batch = lambda k: Batch(jnp.asarray(data.x[0, :8]), jnp.asarray(data.y[0, :8]),
+                          jnp.ones(8, bool), key=jax.random.key(k))
+  assert float(loss_fn(params, batch(1))) == float(loss_fn(params, batch(1)))
+  assert float(loss_fn(params, batch(1))) != float(loss_fn(params, batch(2)))
+
+
+def test_federated_ddpm_training_through_the_engine_lowers_the_loss(params):
+  alg = fedavg(training_loss(SPEC), optax.adam(3e-3))
+  sim = Simulation(alg, _toy_clients(), LocalSchedule(8, 1, 8), clients_per_round=2,
+                   plan=ExecutionPlan(1, 0))
+  server, states = sim.init(params)
+  losses = []
+  for r in range(5):
+    server, states, m = sim.round(server, states, jax.random.key(r))
+    losses.append(float(m.train_loss))
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-2:]) < 0.7 * losses[0], losses
+
+
+def test_generator_shapes_padding_determinism_and_save_load(params, tmp_path):
+  g = DDPMGenerator(SPEC, params, sample_steps=3, guidance_scale=2.0, batch_size=2)
+  assert isinstance(g, gen_lib.Generator)
+  labels = np.array([0, 1, 2, 1, 0])
+  a = g.generate(labels, jax.random.key(0))
+  assert a.shape == (5, 8, 8, 1) and a.dtype == np.float32
+  assert a.min() >= 0 and a.max() <= 1
+  np.testing.assert_array_equal(a, g.generate(labels, jax.random.key(0)))
+  assert not np.array_equal(a, g.generate(labels, jax.random.key(1)))
+  g.save(str(tmp_path / "gen"))
+  spec, loaded = load_ddpm(str(tmp_path / "gen"))
+  assert spec == SPEC
+  g2 = DDPMGenerator.load(str(tmp_path / "gen"), sample_steps=3, guidance_scale=2.0,
+                          batch_size=2)
+  assert g2.metadata()["params_sha1"] == g.metadata()["params_sha1"]
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  ddpm = DDPMGenerator(SPEC, params, sampler="ddpm", batch_size=4)
+  assert ddpm.generate(labels[:3], jax.random.key(0)).shape == (3, 8, 8, 1)
+
+
+class Counting:
+  """Wraps a generator, counting calls (to see the cache being used)."""
+
+  def __init__(self, inner, tag="a"):
+    self.inner, self.tag, self.calls = inner, tag, 0
+    self.image_shape, self.num_classes = inner.image_shape, inner.num_classes
+
+  def metadata(self):
+    return {**self.inner.metadata(), "tag": self.tag}
+
+  def generate(self, labels, key):
+    self.calls += 1
+    return self.inner.generate(labels, key)
+
+
+def test_cache_reuses_matching_sets_and_refuses_another_generators_folder(params, tmp_path):
+  g = Counting(DDPMGenerator(SPEC, params, sample_steps=2, batch_size=4))
+  labels = np.array([0, 0, 2])
+  first = gen_lib.generate_cached(g, labels, 7, str(tmp_path))
+  again = gen_lib.generate_cached(g, labels, 7, str(tmp_path))
+  assert g.calls == 1
+  np.testing.assert_array_equal(first, again)
+  meta = json.loads((tmp_path / "generated.json").read_text())
+  assert meta["seed"] == 7 and meta["counts"] == "2-0-1"
+  gen_lib.generate_cached(g, labels, 8, str(tmp_path))  # another seed: regenerated
+  assert g.calls == 2
+  other = Counting(g.inner, tag="b")
+  with pytest.raises(ValueError, match="holds images of another generator"):
+    gen_lib.generate_cached(other, labels, 7, str(tmp_path))
+  with pytest.raises(ValueError, match="Labels must lie in"):
+    gen_lib.generate_cached(g, np.array([3]), 7, str(tmp_path))
+
+
+def test_compatibility_checks_and_format_conversion():
+  g = DDPMGenerator(SPEC, SPEC.init_params(jax.random.key(1)), batch_size=2)
+  gen_lib.check_compatible(g, (8, 8, 1), 3)
+  with pytest.raises(ValueError, match="image"):
+    gen_lib.check_compatible(g, (28, 28, 1), 3)
+  with pytest.raises(ValueError, match="classes"):
+    gen_lib.check_compatible(g, (8, 8, 1), 10)
+  rgb = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+  grey = gen_lib.to_dataset_format(rgb, (28, 28, 1))
+  assert grey.shape == (2, 28, 28, 1) and 0 <= grey.min() and grey.max() <= 1
+  assert gen_lib.to_dataset_format(grey, (32, 32, 3)).shape == (2, 32, 32, 3)
+
+
+def test_bad_ddpm_inputs_are_clear_errors(params):
+  with pytest.raises(ValueError, match="divisible by 8"):
+    DDPMSpec((28, 28, 1), 10, channels=(8, 8, 8, 8))
+  with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+    DDPMGenerator(SPEC, params, guidance_scale=-1.0)
+  from fedjax_gen.diffusion.train import validate
+  base = config_lib.load_config("ddpm_fmnist")
+  for override, match in (("unet_channels=8,8,8,8", "divisible by 8"),
+                          ("unet_channels=a,b", "comma-separated integers"),
+                          ("guidance_scale=-2", "guidance_scale"),
+                          ("sample_steps=5000", "sample_steps"),
+                          ("noise_schedule=quad", "noise_schedule"),
+                          ("algorithm=scaffold", "algorithm=fedavg")):
+    with pytest.raises(ValueError, match=match):
+      validate(config_lib.apply_overrides(base, [override]))
+
+
+def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path):
+  from fedjax_gen.cli import main
+  workdir = str(tmp_path / "run")
+  overrides = ["dataset=digits", "rounds=2", "local_steps=2", "num_clients=3",
+               "clients_per_round=2",
+               "unet_channels=8,8", "eval_samples_per_class=2", "sample_batch_size=20",
+               "sample_steps=2", "classifier_epochs=1", "checkpoint_every=1", "progress=false"]
+  assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
+  summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
+  for key in ("cas", "frechet_distance", "train_wall_time_s", "sample_images_per_s"):
+    assert summary[key] is not None and np.isfinite(summary[key]), key
+  assert 0 <= summary["cas"] <= 1 and summary["classifier_test_accuracy"] > 0.5
+  for name in ("samples.png", "loss.png", "generator/generator.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  # A finished run re-run resumes (nothing to train) and reproduces its generator.
+  before = json.load(open(os.path.join(workdir, "generator/generator.json")))["params_sha1"]
+  assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
+  after = json.load(open(os.path.join(workdir, "generator/generator.json")))["params_sha1"]
+  assert before == after
