@@ -62,6 +62,27 @@ def base_config() -> ml_collections.ConfigDict:
       pfedme_personal_lr=0.01,
       perfedavg_alpha=0.01,     # Per-FedAvg inner step (also its eval fine-tune lr)
       perfedavg_beta=0.001,
+      # generative augmentation: gen_fedsd | genfl | aigc_only (see fedjax_gen/genaug/)
+      generator="ddpm",         # ddpm (generator_dir) | sd (Stable Diffusion, sd_model)
+      generator_dir="",         # a trained DDPM: W/generator of `fedjax-gen run ddpm_fmnist`
+      generator_sample_steps=25,  # DDIM steps (DDPM and SD)
+      generator_guidance=2.0,   # classifier-free guidance scale
+      generator_batch_size=250, # images per compiled sampler call
+      sd_model="CompVis/stable-diffusion-v1-4",  # hub id or local diffusers folder
+      sd_revision="flax",       # a revision holding Flax weights ("" = default)
+      sd_dtype="float32",       # float32 | bfloat16
+      generated_cache_dir="",   # "" = <workdir>/generated
+      fill_rule="max",          # Gen-FedSD: max | budget | global
+      fill_budget=0,            # images per client for fill_rule=budget
+      genaug_base_algorithm="fedavg",  # what trains on Gen-FedSD's augmented data
+      genfl_synthetic_per_class=100,   # GenFL / AIGC-only: the server's balanced set
+      genfl_share=0.2,          # share of the synthetic set each client receives, [0, 1]
+      genfl_generator_on="server",  # server | clients: where clients' shares are generated
+      genfl_lam_policy="cos",   # constant | exp | cos | adaptive
+      genfl_lam0=0.5,           # lam_t's initial (or constant) value
+      genfl_lam_decay=0.9,      # exp: lam0 * decay**t
+      genfl_server_steps=10,    # server SGD steps on synthetic data per round
+      genfl_skew_weight=0.5,    # client weight ~ size * (1 - skew_weight * entropy deficit)
       model="mlp",              # mlp | simple_cnn | cnn4 | resnet18
       conv_impl="auto",         # auto (im2col on CPU, xla elsewhere) | xla | im2col
       seed=0,
@@ -200,3 +221,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if c.steps_per_call < -1:
     raise ValueError(f"steps_per_call must be -1 (auto), 0 or positive, got "
                      f"{c.steps_per_call}.")
+  from fedjax_gen.genaug.pipeline import check_config
+  check_config(c)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from fedjax_gen import config as config_lib
 from fedjax_gen import data as data_lib
+from fedjax_gen import genaug
 from fedjax_gen import models
 from fedjax_gen.algorithms import make_algorithm
 from fedjax_gen.checkpoint import Checkpointer
@@ -50,8 +51,9 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
+    added = json.loads(config_lib.base_config().to_json())  # keys added since: defaults
     diff = sorted(k for k in set(saved) | set(current) if k not in _RESUMABLE_KEYS
-                  and saved.get(k) != current.get(k))
+                  and saved.get(k, added.get(k)) != current.get(k))
     if diff:
       changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
       raise ValueError(f"Work folder {workdir!r} holds a run of a different config "
@@ -135,6 +137,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data_lib.save_label_heatmap(fed.label_counts, os.path.join(workdir, "label_counts.png"),
                               class_names=fed.class_names,
                               title=f"{config.dataset} {config.partition}")
+  aug = aug_summary = None
+  if config.algorithm in genaug.GENERATIVE:  # generator checked against the data, then run
+    aug, aug_summary = genaug.prepare(config, fed, workdir)
+    fed = aug.fed
 
   # --- model and algorithm -----------------------------------------------------------
   example_shape = fed.train.x.shape[2:]
@@ -143,13 +149,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            input_shape=example_shape, conv_impl=conv_impl)
   apply_fn = lambda params, x: model.apply({"params": params}, x)
   params = models.init_params(model, example_shape, jax.random.key(config.seed))
-  alg = make_algorithm(
-      config.algorithm, masked_cross_entropy(apply_fn), lr=config.lr, momentum=config.momentum,
-      weight_decay=config.weight_decay, num_clients=config.num_clients,
-      server_optimizer_name=config.server_optimizer, server_lr=config.server_lr or None,
-      server_momentum=config.server_momentum, prox_mu=config.prox_mu, params=params,
-      personal_layers=[n.strip() for n in config.personal_layers.split(",") if n.strip()],
-      **{k: config[k] for k in _ALGORITHM_KEYS})
+  if config.algorithm in ("genfl", "aigc_only"):
+    alg = genaug.make_generative_algorithm(config, masked_cross_entropy(apply_fn), aug,
+                                           fed.num_classes)
+  else:
+    alg = make_algorithm(
+        genaug.fl_algorithm_name(config), masked_cross_entropy(apply_fn), lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay, num_clients=config.num_clients,
+        server_optimizer_name=config.server_optimizer, server_lr=config.server_lr or None,
+        server_momentum=config.server_momentum, prox_mu=config.prox_mu, params=params,
+        personal_layers=[n.strip() for n in config.personal_layers.split(",") if n.strip()],
+        **{k: config[k] for k in _ALGORITHM_KEYS})
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   train_ids, new_ids = split_holdout(config)
   sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
@@ -214,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
              "plan": vars(sim.plan), "conv_impl": conv_impl,
-             "backend": jax.default_backend()}
+             "backend": jax.default_backend(), **(aug_summary or {})}
   write_json(os.path.join(workdir, "summary.json"), summary)
   plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"),
                 title=f"{config.algorithm} on {config.dataset} ({config.partition})")

@@ -24,11 +24,14 @@ STANDARD = ("fedavg", "fedprox", "scaffold", "fednova", "fedavgm", "fedadam", "f
 PERSONALIZED = ("local", "fedavg_ft", "fedper", "fedrep", "fedbabu", "fedbn", "ditto", "apfl",
                 "pfedme", "perfedavg", "perfedavg_hf")
 ALGORITHMS = STANDARD + PERSONALIZED
+# Generative augmentation (`fedjax_gen.genaug`): built by the trainer, which generates data first.
+GENERATIVE = ("gen_fedsd", "genfl", "aigc_only")
 
 
 def check_algorithm(name: str) -> None:
-  if name not in ALGORITHMS:
-    raise ValueError(f"Unknown algorithm {name!r}; valid names: {', '.join(ALGORITHMS)}.")
+  if name not in ALGORITHMS + GENERATIVE:
+    raise ValueError(f"Unknown algorithm {name!r}; valid names: "
+                     f"{', '.join(ALGORITHMS + GENERATIVE)}.")
 
 
 def make_algorithm(name: str, loss_fn: base.LossFn, *, lr: float, momentum: float = 0.0,
@@ -47,6 +50,9 @@ def make_algorithm(name: str, loss_fn: base.LossFn, *, lr: float, momentum: floa
   (`personal_layers` for FedPer/FedRep/FedBABU; normalisation layers for FedBN).
   """
   check_algorithm(name)
+  if name in GENERATIVE:
+    raise ValueError(f"{name} needs generated data: build it with "
+                     "fedjax_gen.genaug.make_generative_algorithm (the trainer does).")
   client_opt = optax.chain(optax.add_decayed_weights(weight_decay),
                            optax.sgd(lr, momentum=momentum or None))
   server_opt = server_optimizer(_SERVER_OPT_OF.get(name, server_optimizer_name), server_lr,

@@ -1,0 +1,140 @@
+"""`fedjax-gen run` end to end with gen_fedsd / genfl / aigc_only on digits and a tiny random
+DDPM, and the config errors of generative augmentation (all before any generation)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from fedjax_gen import config as config_lib
+from fedjax_gen.cli import main
+from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec
+
+TINY = ["dataset=digits", "model=mlp", "num_clients=4", "clients_per_round=4", "rounds=2",
+        "local_epochs=1", "batch_size=32", "eval_every=1", "checkpoint_every=0",
+        "progress=false", "alpha=1.0", "generator_sample_steps=2",
+        "generator_batch_size=64"]
+
+
+def save_ddpm(folder, num_classes):
+  """A random-weights DDPM saved like a trained one. The weights are drawn from the
+  shapes `init_params` would give (`eval_shape`: no UNet init compile, ~20 s on CPU)."""
+  spec = DDPMSpec((8, 8, 1), num_classes=num_classes, channels=(4,), diffusion_steps=50)
+  shapes, tree = jax.tree.flatten(jax.eval_shape(spec.init_params, jax.random.key(0)))
+  rng = np.random.default_rng(0)
+  params = jax.tree.unflatten(tree, [0.1 * rng.standard_normal(a.shape).astype(a.dtype)
+                                     for a in shapes])
+  DDPMGenerator(spec, params, sample_steps=2, batch_size=8).save(str(folder))
+  return str(folder)
+
+
+@pytest.fixture(scope="module")
+def ddpm_dir(tmp_path_factory):
+  return save_ddpm(tmp_path_factory.mktemp("ddpm10"), 10)
+
+
+def run(workdir, *overrides):
+  return main(["run", "quickstart", *TINY, *overrides, "--workdir", str(workdir)])
+
+
+def summary(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir):
+  workdir = tmp_path / "fedsd"
+  assert run(workdir, "algorithm=gen_fedsd", f"generator_dir={ddpm_dir}", "fill_rule=budget",
+             "fill_budget=16") == 0
+  s = summary(workdir)
+  assert s["algorithm"] == "gen_fedsd" and s["synthetic_examples"] == 64
+  assert s["synthetic_examples_per_client"] == [16, 16, 16, 16]
+  assert s["generation_s"] >= 0 and s["generator"]["kind"] == "ddpm"
+  assert 0 <= s["global_accuracy"] <= 1
+  assert (workdir / "generated" / "gen_fedsd.npz").exists()
+  assert (workdir / "label_counts_augmented.png").exists()
+
+
+def test_genfl_and_aigc_only_end_to_end(tmp_path, ddpm_dir, capsys):
+  cache = tmp_path / "cache"
+  common = [f"generator_dir={ddpm_dir}", "genfl_synthetic_per_class=4", "genfl_share=0.5",
+            "genfl_server_steps=3", f"generated_cache_dir={cache}"]
+  assert run(tmp_path / "genfl", "algorithm=genfl", "genfl_generator_on=clients",
+             *common) == 0
+  s = summary(tmp_path / "genfl")
+  assert s["synthetic_examples_per_client"] == [20, 20, 20, 20]  # half of 10 x 4
+  assert s["synthetic_examples"] == 80 and s["server_synthetic_examples"] == 40
+  assert "80 synthetic examples added to clients (per client: [20, 20, 20, 20])" in \
+      capsys.readouterr().out
+  assert {"genfl_server.npz", "genfl_clients.npz"} <= set(os.listdir(cache))
+  assert run(tmp_path / "aigc", "algorithm=aigc_only", *common) == 0
+  s = summary(tmp_path / "aigc")
+  assert s["synthetic_examples"] == 0 and s["server_synthetic_examples"] == 40
+  assert 0 <= s["global_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["algorithm=genfl"], "needs a trained generator: train one with `fedjax-gen run "
+     "ddpm_fmnist --workdir W` and pass generator_dir=W/generator"),
+    (["algorithm=genfl", "generator_dir=/nonexistent/gen"], "holds no trained DDPM"),
+    (["fill_budget=-1"], "fill_budget must be >= 0"),
+    (["algorithm=gen_fedsd", "fill_rule=budget"], "fill_budget=0 generates nothing"),
+    (["fill_rule=mode"], "Unknown fill_rule 'mode'; valid rules: max, budget, global"),
+    (["genfl_share=1.5"], r"genfl_share must be in \[0, 1\]"),
+    (["genfl_share=-0.5"], r"genfl_share must be in \[0, 1\]"),
+    (["genfl_lam_policy=linear"], "Unknown genfl_lam_policy 'linear'; valid policies: "
+     "constant, exp, cos, adaptive"),
+    (["genfl_generator_on=cloud"], "Unknown genfl_generator_on 'cloud'"),
+    (["genfl_skew_weight=1"], r"genfl_skew_weight must be in \[0, 1\)"),
+    (["genaug_base_algorithm=genfl"], "Unknown genaug_base_algorithm 'genfl'"),
+    (["generator=gan"], "Unknown generator 'gan'; valid names: ddpm, sd"),
+    (["algorithm=aigc_only", "genfl_server_steps=0"], "genfl_server_steps must be >= 1"),
+])
+def test_config_errors(overrides, message):
+  config = config_lib.apply_overrides(config_lib.load_config("quickstart"), overrides)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    config_lib.validate(config)
+
+
+def test_cli_reports_errors_before_generating(tmp_path, capsys):
+  workdir = tmp_path / "w"
+  assert run(workdir, "algorithm=genfl", "genfl_share=2") == 2
+  assert "genfl_share must be in [0, 1]" in capsys.readouterr().err
+  assert not workdir.exists()  # checked before the work folder, data or generator
+  # A generator for 3 classes on a 10-class dataset: refused before generating.
+  three = save_ddpm(tmp_path / "ddpm3", 3)
+  assert run(workdir, "algorithm=gen_fedsd", f"generator_dir={three}") == 2
+  assert "knows 3 classes but the dataset has 10" in capsys.readouterr().err
+  assert not (workdir / "generated").exists()
+
+
+def test_genaug_configs_validate():
+  for name in ("genaug_fmnist", "genaug_cifar10"):
+    config = config_lib.load_config(name)
+    config_lib.validate(config)  # algorithm=fedavg by default: no generator needed
+  fmnist = config_lib.load_config("genaug_fmnist")
+  assert fmnist.generator_dir == "experiments/runs/ddpm_fmnist/federated/generator"
+  assert (fmnist.num_clients, fmnist.local_epochs, fmnist.batch_size, fmnist.model) == \
+      (10, 10, 64, "simple_cnn")
+  cifar = config_lib.load_config("genaug_cifar10")
+  assert (cifar.generator, cifar.model, cifar.sd_revision) == ("sd", "resnet18", "flax")
+
+
+def test_work_folders_of_runs_before_these_keys_still_resume(tmp_path):
+  """A config.json written before the generative keys existed matches a config that
+  leaves them at their defaults (so runs in progress can resume), and only then."""
+  from fedjax_gen.run import prepare_workdir
+  config = config_lib.load_config("quickstart")
+  saved = {k: v for k, v in json.loads(config.to_json()).items()
+           if not k.startswith(("generator", "genfl_", "fill_", "sd_", "genaug_",
+                                "generated_"))}
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(saved, f)
+  prepare_workdir(config, str(tmp_path))
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(saved, f)
+  changed = config_lib.apply_overrides(config, ["genfl_share=0.7"])
+  with pytest.raises(ValueError, match="genfl_share: None -> 0.7"):
+    prepare_workdir(changed, str(tmp_path))
