@@ -117,7 +117,10 @@ class Simulation:
     self.data = ClientData(put(np.asarray(train.x)), put(np.asarray(train.y, np.int32)),
                            put(self.counts))
     self.max_steps = int(schedule.num_steps(self.counts).max())
-    self._round_fused = jax.jit(self._fused_round, donate_argnums=(1,))
+    # The population data is an ARGUMENT of every jitted piece (first, `data`): closed
+    # over, it would be embedded in each compiled program as a constant (a copy per
+    # program, compile time and host memory growing with the population).
+    self._round_fused = jax.jit(self._fused_round, donate_argnums=(2,))
     chunk_map = self._squeezed if self.plan.chunk_size == 1 else jax.vmap
     k = self.plan.steps_per_call
     self._begin = jax.jit(self._gather_and_begin)
@@ -128,7 +131,7 @@ class Simulation:
     self._end = jax.jit(chunk_map(
         lambda server, cs, c, d: local.end(alg, schedule, server, cs, c, d),
         in_axes=(None, 0, 0, 0)))
-    self._finish = jax.jit(self._aggregate, donate_argnums=(1,))
+    self._finish = jax.jit(self._aggregate, donate_argnums=(2,))
     self._sample = jax.jit(self._sample_ids)
     self._adapt = jax.jit(self._adapt_clients, static_argnames=("adaptation", "steps"))
 
@@ -160,25 +163,26 @@ class Simulation:
     keys = jax.vmap(lambda i: jax.random.fold_in(k_clients, i))(ids)  # keyed by client id
     return ids, keys
 
-  def _aggregate(self, server, client_states, ids, uploads, new_states, metrics):
-    counts = self.data.count[ids].astype(jnp.float32)
+  def _aggregate(self, data, server, client_states, ids, uploads, new_states, metrics):
+    counts = data.count[ids].astype(jnp.float32)
     weights = counts / jnp.maximum(counts.sum(), 1.0)
     server = self.alg.server_update(server, uploads, weights)
     client_states = _put(client_states, ids, new_states)
     return server, client_states, RoundMetrics(jnp.dot(weights, metrics["train_loss"]),
                                                ids, metrics["local_steps"])
 
-  def _client_data(self, ids):
-    return ClientData(self.data.x[ids], self.data.y[ids], self.data.count[ids])
+  @staticmethod
+  def _client_data(data, ids):
+    return ClientData(data.x[ids], data.y[ids], data.count[ids])
 
   # --- fused plan: one jitted round ----------------------------------------------------
-  def _fused_round(self, server, client_states, key):
+  def _fused_round(self, population, server, client_states, key):
     ids, keys = self._sample_ids(key)
     sampled = _take(client_states, ids)
 
     def one_client(args):
       cid, cstate, ckey = args
-      data = self._client_data(cid)
+      data = self._client_data(population, cid)
       carry = local.begin(self.alg.client_init, server, cstate, ckey)
       carry = local.run_steps(self.alg.client_step, self.schedule, server, carry, data, 0,
                               self.max_steps, loop="scan")
@@ -186,14 +190,15 @@ class Simulation:
 
     uploads, new_states, metrics = jax.lax.map(
         one_client, (ids, sampled, keys), batch_size=self.plan.chunk_size)
-    return self._aggregate(server, client_states, ids, uploads, new_states, metrics)
+    return self._aggregate(population, server, client_states, ids, uploads, new_states,
+                           metrics)
 
   # --- host-loop plan ------------------------------------------------------------------
-  def _gather_and_begin(self, server, client_states, ids, keys):
+  def _gather_and_begin(self, population, server, client_states, ids, keys):
     cstates = _take(client_states, ids)
     carry = jax.vmap(lambda cs, k: local.begin(self.alg.client_init, server, cs, k))(
         cstates, keys)
-    return cstates, carry, self._client_data(ids)
+    return cstates, carry, self._client_data(population, ids)
 
   def _host_round(self, server, client_states, key):
     ids, keys = self._sample(key)
@@ -202,21 +207,23 @@ class Simulation:
     results = []
     for start in range(0, len(ids_host), size):
       chunk = slice(start, start + size)
-      cstates, carry, data = self._begin(server, client_states, ids[chunk], keys[chunk])
+      cstates, carry, data = self._begin(self.data, server, client_states, ids[chunk],
+                                         keys[chunk])
       steps = int(self.schedule.num_steps(self.counts[ids_host[chunk]]).max())
       for t0 in range(0, steps, k):
         carry = self._block(server, carry, data, jnp.int32(t0))
       results.append(self._end(server, cstates, carry, data))
     uploads, new_states, metrics = (_concat(list(r)) for r in zip(*results))
-    return self._finish(server, client_states, ids, uploads, new_states, metrics)
+    return self._finish(self.data, server, client_states, ids, uploads, new_states, metrics)
 
   # --- adaptation without aggregation (fine-tuning, newcomers) ------------------------
-  def _adapt_clients(self, server, client_states, ids, key, *, adaptation, steps):
+  def _adapt_clients(self, population, server, client_states, ids, key, *, adaptation,
+                     steps):
     schedule = self.schedule._replace(local_steps=steps)
 
     def one_client(args):
       cid, cstate = args
-      data = self._client_data(cid)
+      data = self._client_data(population, cid)
       carry = local.begin(adaptation.init, server, cstate, jax.random.fold_in(key, cid))
       carry = local.run_steps(adaptation.step, schedule, server, carry, data, 0, steps,
                               loop="scan")
@@ -228,11 +235,12 @@ class Simulation:
   def adapt(self, adaptation, server, client_states, ids, key, steps: int) -> PyTree:
     """Params after `steps` local steps of `adaptation` for clients `ids` (stacked)."""
     ids = jnp.asarray(ids, jnp.int32)
-    return self._adapt(server, client_states, ids, key, adaptation=adaptation, steps=steps)
+    return self._adapt(self.data, server, client_states, ids, key, adaptation=adaptation,
+                       steps=steps)
 
   # --- public --------------------------------------------------------------------------
   def round(self, server, client_states, key) -> tuple[PyTree, PyTree, RoundMetrics]:
     """One federated round. `client_states` is consumed (its buffers are donated)."""
     if self.plan.fused:
-      return self._round_fused(server, client_states, key)
+      return self._round_fused(self.data, server, client_states, key)
     return self._host_round(server, client_states, key)

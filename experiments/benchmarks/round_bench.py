@@ -1,0 +1,864 @@
+"""One FedAvg round: fedjax_gen against a JAX client loop, PyTorch and FedJAX.
+
+Workload (issue 8): Fashion-MNIST-shaped random data (28x28x1, 10 classes; ResNet-18 on
+32x32x3); every client holds 320 examples and runs exactly 10 local SGD steps (lr 0.01)
+of batch 32; all clients of the round take part; the server takes the example-weighted
+mean (FedAvg, server SGD(1)). Runners, all on the same architectures:
+
+* `fedjax_gen_auto`: `Simulation` with `auto_plan` and the model's default convolution
+  (im2col on CPU, native elsewhere), as `fedjax-gen run` builds it;
+* `fedjax_gen_chunk<k>`: the fused one-jit round with k clients per vmapped chunk
+  (`chunkall`: every client of the round in one vmap); skipped where it is auto's plan;
+* `jax_loop`: FedJAX-style: one jitted SGD step (the batch gathered on the device from the
+  client's device-resident data, indices drawn on the host), Python loops over steps and
+  clients, the weighted sum accumulated by a jitted add;
+* `jax_loop_client`: one jitted function per client (its 10 steps in a `fori_loop`),
+  a Python loop over clients;
+* `torch_loop`: PFLlib style in PyTorch: one client at a time, `load_state_dict` of the
+  global model, `torch.optim.SGD`, batches indexed from tensors (no DataLoader, which is
+  slower), weighted sum of the clients' state dicts; threads = the cores JAX may use;
+* `fedjax`: FedJAX 0.0.17 `algorithms.fed_avg.federated_averaging` (its jit backend, host
+  batches from `ClientDataset.shuffle_repeat_batch`) with the same flax model wrapped as a
+  `fedjax.Model`.
+
+Each measurement (model, clients per round, runner) runs in its own subprocess, so peak
+RSS is its own and a hard timeout can stop it: one warm-up round, whose wall time minus
+the median round is reported as compile time, then the median of `--repeats` rounds.
+Configurations projected to take more than `--max-seconds` (warm-up included) are
+skipped and listed. FLOPs: XLA's `cost_analysis()` of one jitted SGD step (batch 32) of
+the flax model, times steps and clients (the same count for every runner); the device
+peak is the best of a few large f32 matmuls timed in the same run.
+
+    python experiments/benchmarks/round_bench.py                 # measure, plot, report
+    python experiments/benchmarks/round_bench.py --models mlp --clients 10 --repeats 2
+    python experiments/benchmarks/round_bench.py --report-only   # re-render from the JSON
+
+Writes `results/round_bench_<backend>.json` and `.png` here and its section of
+`experiments/BENCHMARKS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RESULTS = os.path.join(HERE, "results")
+BENCHMARKS_MD = os.path.join(ROOT, "experiments", "BENCHMARKS.md")
+if ROOT not in sys.path:  # run as a script from any folder, without an install
+  sys.path.insert(0, ROOT)
+
+STEPS, BATCH, EXAMPLES, LR, CLASSES = 10, 32, 320, 0.01, 10
+MODELS = ("mlp", "simple_cnn", "cnn4", "resnet18")
+RUNNERS = ("fedjax_gen_auto", "fedjax_gen_chunk1", "fedjax_gen_chunk10", "fedjax_gen_chunkall",
+           "jax_loop", "jax_loop_client", "torch_loop", "fedjax")
+ASSUMED_EFFICIENCY = 0.25  # share of peak assumed to project a runner never measured
+MIN_CPU_SHARE = 0.85  # below: the measurement waited for other work on its cores; retry
+
+
+def input_shape(model_name: str) -> tuple[int, int, int]:
+  return (32, 32, 3) if model_name == "resnet18" else (28, 28, 1)
+
+
+def default_conv_impl() -> str:
+  """The models' default convolution (config `conv_impl="auto"`): im2col on CPU."""
+  import jax
+  return "im2col" if jax.default_backend() == "cpu" else "xla"
+
+
+def make_data(model_name: str, clients: int, seed: int = 0):
+  """Random Fashion-MNIST-shaped clients: x [C, 320, H, W, C] f32, y [C, 320] int32."""
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  x = rng.random((clients, EXAMPLES, *input_shape(model_name)), np.float32)
+  y = rng.integers(0, CLASSES, (clients, EXAMPLES)).astype(np.int32)
+  return x, y
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+  """This process's peak (`VmHWM`) or current (`VmRSS`) resident set size, MB.
+
+  From /proc/self/status: `getrusage(RUSAGE_SELF).ru_maxrss` (the fallback) carries the
+  parent's high-water mark across fork+exec on Linux, so a worker would inherit the
+  driver's peak.
+  """
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith(field + ":"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- flax models -------------------------------------------------------------------------
+def flax_model(model_name: str, conv_impl: str):
+  """`(apply_fn, params)` of fedjax_gen's model `model_name`."""
+  import jax
+  from fedjax_gen import models
+  shape = input_shape(model_name)
+  model = models.get_model(model_name, num_classes=CLASSES, input_shape=shape,
+                           conv_impl=conv_impl)
+  apply_fn = lambda p, x: model.apply({"params": p}, x)
+  return apply_fn, models.init_params(model, shape, jax.random.key(0))
+
+
+def sgd_step_fn(apply_fn):
+  """`step(params, opt_state, x, y) -> (params, opt_state)`: one plain SGD step."""
+  import jax
+  import optax
+  opt = optax.sgd(LR)
+
+  def step(params, opt_state, x, y):
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x), y).mean()
+    grads = jax.grad(loss)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+  return opt, step
+
+
+def step_flops(model_name: str, conv_impl: str) -> float:
+  """FLOPs of one SGD step on a batch of 32, from XLA's cost analysis."""
+  import jax
+  import jax.numpy as jnp
+  apply_fn, params = flax_model(model_name, conv_impl)
+  opt, step = sgd_step_fn(apply_fn)
+  x = jnp.zeros((BATCH, *input_shape(model_name)), jnp.float32)
+  y = jnp.zeros((BATCH,), jnp.int32)
+  cost = jax.jit(step).lower(params, opt.init(params), x, y).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
+def peak_flops(repeats: int = 5) -> dict:
+  """Best f32 matmul rate on the default device (n=2048 on CPU, 8192 elsewhere).
+
+  On CPU each matmul is timed by the process's CPU time (over the cores it may use), so
+  other work sharing those cores does not lower the estimate; elsewhere by wall time.
+  """
+  import jax
+  import jax.numpy as jnp
+  cpu = jax.default_backend() == "cpu"
+  n = 2048 if cpu else 8192
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  clock = time.process_time if cpu else time.perf_counter
+  cores = len(os.sched_getaffinity(0)) if cpu else 1
+  best = float("inf")
+  for _ in range(repeats):
+    t = clock()
+    dot(a, a).block_until_ready()
+    best = min(best, (clock() - t) / cores)
+  return {"flop_s": 2 * n ** 3 / best, "method": f"best of {repeats} jitted {n}x{n} f32 "
+          f"matmuls (jnp.dot), this run, timed by {'CPU time per core' if cpu else 'wall time'}"}
+
+
+# --- runners: each returns (round_fn, info); round_fn runs one round and blocks ----------
+def fedjax_gen_runner(model_name, x, y, chunk):
+  """`chunk`: None for `auto_plan`, an int, or "all"."""
+  import jax
+  import numpy as np
+  import optax
+  from fedjax_gen.algorithms import fedavg
+  from fedjax_gen.data import ClientArrays
+  from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation,
+                                 masked_cross_entropy, uses_conv)
+  clients = len(x)
+  conv_impl = default_conv_impl()
+  apply_fn, params = flax_model(model_name, conv_impl)
+  plan = None
+  if chunk is not None:
+    plan = ExecutionPlan(clients if chunk == "all" else int(chunk), 0)
+  alg = fedavg(masked_cross_entropy(apply_fn), optax.sgd(LR))
+  sim = Simulation(alg, ClientArrays(x, y, np.full(clients, EXAMPLES, np.int32)),
+                   LocalSchedule(BATCH, 1, STEPS), clients_per_round=clients, plan=plan,
+                   has_conv=uses_conv(apply_fn, params, input_shape(model_name)))
+  state = list(sim.init(params))
+  keys = iter(jax.random.split(jax.random.key(1), 10_000))
+
+  def round_fn():
+    server, states, _ = sim.round(state[0], state[1], next(keys))
+    jax.block_until_ready(server)
+    state[:] = [server, states]
+  return round_fn, {"plan": str(sim.plan), "conv_impl": conv_impl}
+
+
+def jax_loop_runner(model_name, x, y, per_client: bool):
+  """One client at a time: a jitted step (or a jitted client), weighted sum on device."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  conv_impl = default_conv_impl()
+  apply_fn, server = flax_model(model_name, conv_impl)
+  opt, step = sgd_step_fn(apply_fn)
+  x_dev, y_dev = jax.device_put(x), jax.device_put(y)
+  weight = 1.0 / len(x)  # equal client sizes
+
+  @jax.jit
+  def batch_step(params, opt_state, xc, yc, idx):
+    return step(params, opt_state, xc[idx], yc[idx])
+
+  @jax.jit
+  def client_update(params, xc, yc, key):
+    def body(t, carry):
+      idx = jax.random.permutation(jax.random.fold_in(key, t), EXAMPLES)[:BATCH]
+      return step(*carry, xc[idx], yc[idx])
+    return jax.lax.fori_loop(0, STEPS, body, (params, opt.init(params)))[0]
+
+  add = jax.jit(lambda acc, p: jax.tree.map(lambda a, b: a + weight * b, acc, p))
+  host_rng = np.random.default_rng(0)
+  state = {"server": server, "round": 0}
+
+  def round_fn():
+    acc = jax.tree.map(jnp.zeros_like, state["server"])
+    key = jax.random.key(state["round"])
+    for c in range(len(x)):
+      xc, yc = x_dev[c], y_dev[c]
+      if per_client:
+        params = client_update(state["server"], xc, yc, jax.random.fold_in(key, c))
+      else:
+        params, opt_state = state["server"], opt.init(state["server"])
+        for _ in range(STEPS):
+          idx = host_rng.permutation(EXAMPLES)[:BATCH].astype(np.int32)
+          params, opt_state = batch_step(params, opt_state, xc, yc, idx)
+      acc = add(acc, params)
+    jax.block_until_ready(acc)
+    state.update(server=acc, round=state["round"] + 1)
+  return round_fn, {"conv_impl": conv_impl,
+                    "style": "jitted client (fori_loop)" if per_client else "jitted step"}
+
+
+def torch_model(model_name: str):
+  """The torch twin of fedjax_gen's model (same layers and parameter count)."""
+  from torch import nn
+  if model_name == "mlp":
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200),
+                         nn.ReLU(), nn.Linear(200, CLASSES))
+  if model_name == "simple_cnn":  # NIID-Bench SimpleCNNMNIST
+    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120),
+                         nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, CLASSES))
+  if model_name == "cnn4":  # PFLlib FedAvgCNN
+    return nn.Sequential(nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 512),
+                         nn.ReLU(), nn.Linear(512, CLASSES))
+  if model_name == "resnet18":
+    return _torch_resnet18()
+  raise ValueError(model_name)
+
+
+def _torch_resnet18():
+  """CIFAR ResNet-18 with GroupNorm(2) and bias-free convolutions, as models/resnet.py."""
+  import torch
+  from torch import nn
+
+  class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.norm1 = nn.GroupNorm(2, cout)
+      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.norm2 = nn.GroupNorm(2, cout)
+      self.shortcut = nn.Identity()
+      if stride != 1 or cin != cout:
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.GroupNorm(2, cout))
+
+    def forward(self, x):
+      y = torch.relu(self.norm1(self.conv1(x)))
+      return torch.relu(self.shortcut(x) + self.norm2(self.conv2(y)))
+
+  layers = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.GroupNorm(2, 64), nn.ReLU()]
+  cin = 64
+  for i, w in enumerate((64, 128, 256, 512)):
+    layers += [Block(cin, w, 1 if i == 0 else 2), Block(w, w, 1)]
+    cin = w
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, CLASSES))
+
+
+def torch_runner(model_name, x, y):
+  import numpy as np
+  import torch
+  threads = len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  xs = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device)
+  ys = torch.from_numpy(y.astype(np.int64)).to(device)
+  torch.manual_seed(0)
+  global_model, local = torch_model(model_name).to(device), torch_model(model_name).to(device)
+  weight = 1.0 / len(x)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def round_fn():
+    global_state = global_model.state_dict()
+    acc = {k: torch.zeros_like(v) for k, v in global_state.items()}
+    for c in range(len(xs)):
+      local.load_state_dict(global_state)
+      opt = torch.optim.SGD(local.parameters(), lr=LR)
+      for _ in range(STEPS):
+        idx = torch.randperm(EXAMPLES, device=device)[:BATCH]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(local(xs[c, idx]), ys[c, idx]).backward()
+        opt.step()
+      with torch.no_grad():
+        for k, v in local.state_dict().items():
+          acc[k].add_(v, alpha=weight)
+    global_model.load_state_dict(acc)
+    if device.type == "cuda":
+      torch.cuda.synchronize()
+  params = sum(p.numel() for p in global_model.parameters())
+  return round_fn, {"torch_device": str(device), "torch_threads": threads,
+                    "torch_params": params, "torch": torch.__version__}
+
+
+def install_jax_aliases():
+  """FedJAX 0.0.17 calls `jax.tree_map` & co., removed in jax 0.6: alias them to jax.tree."""
+  import jax
+  for old, new in (("tree_map", "map"), ("tree_leaves", "leaves"), ("tree_flatten", "flatten"),
+                   ("tree_unflatten", "unflatten"), ("tree_structure", "structure")):
+    if not hasattr(jax, old):
+      setattr(jax, old, getattr(jax.tree, new))
+
+
+def fedjax_runner(model_name, x, y):
+  install_jax_aliases()
+  import fedjax  # after the aliases
+  import jax
+  import optax
+  from fedjax.algorithms import fed_avg
+  apply_fn, params = flax_model(model_name, default_conv_impl())
+  model = fedjax.Model(
+      init=lambda rng: params,
+      apply_for_train=lambda p, batch, rng=None: apply_fn(p, batch["x"]),
+      apply_for_eval=lambda p, batch: apply_fn(p, batch["x"]),
+      train_loss=lambda batch, logits: optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch["y"]),
+      eval_metrics={})
+  alg = fed_avg.federated_averaging(
+      fedjax.model_grad(model), fedjax.optimizers.sgd(LR), fedjax.optimizers.sgd(1.0),
+      fedjax.ShuffleRepeatBatchHParams(batch_size=BATCH, num_steps=STEPS))
+  clients = [(b"%d" % c, fedjax.ClientDataset({"x": x[c], "y": y[c]}), jax.random.PRNGKey(c))
+             for c in range(len(x))]
+  state = [alg.init(params)]
+
+  def round_fn():
+    state[0], _ = alg.apply(state[0], clients)
+    jax.block_until_ready(state[0].params)
+  return round_fn, {"conv_impl": default_conv_impl(), "model_wrapper": "fedjax.Model(flax)"}
+
+
+def make_runner(runner: str, model_name: str, x, y):
+  if runner == "fedjax_gen_auto":
+    return fedjax_gen_runner(model_name, x, y, None)
+  if runner.startswith("fedjax_gen_chunk"):
+    return fedjax_gen_runner(model_name, x, y, runner[len("fedjax_gen_chunk"):])
+  if runner in ("jax_loop", "jax_loop_client"):
+    return jax_loop_runner(model_name, x, y, per_client=runner == "jax_loop_client")
+  if runner == "torch_loop":
+    return torch_runner(model_name, x, y)
+  if runner == "fedjax":
+    return fedjax_runner(model_name, x, y)
+  raise ValueError(f"unknown runner {runner!r}; valid: {RUNNERS}")
+
+
+# --- one measurement, in a worker process ------------------------------------------------
+def device_memory() -> dict:
+  """Peak device memory of JAX (and torch on CUDA) where the backend reports it."""
+  out = {}
+  if "jax" in sys.modules:
+    import jax
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+      out["jax_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  if "torch" in sys.modules:
+    import torch
+    if torch.cuda.is_available():
+      out["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+  return out
+
+
+def measure(spec: dict) -> dict:
+  """Warm-up round, then `repeats` timed rounds of one runner (called in the worker)."""
+  x, y = make_data(spec["model"], spec["clients"])
+  base_rss = rss_mb("VmRSS")
+  round_fn, info = make_runner(spec["runner"], spec["model"], x, y)
+  t = time.perf_counter()
+  round_fn()
+  first = time.perf_counter() - t
+  times, cpu = [], []
+  for _ in range(spec["repeats"]):
+    t, c = time.perf_counter(), time.process_time()
+    round_fn()
+    times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+  median = statistics.median(times)
+  return {"round_s": median, "round_s_all": times, "first_round_s": first,
+          "round_cpu_s": statistics.median(cpu), "cpu_share": sum(cpu) / sum(times),
+          "compile_s": max(first - median, 0.0), "base_rss_mb": base_rss,
+          "cores": len(os.sched_getaffinity(0)),
+          "peak_rss_mb": rss_mb(), "device_memory": device_memory(), "info": info}
+
+
+def worker_main(spec_json: str) -> int:
+  spec = json.loads(spec_json)
+  if spec["runner"] != "torch_loop":
+    import jax  # noqa: F401  (platform selection before any work)
+  print("RESULT " + json.dumps(measure(spec)), flush=True)
+  return 0
+
+
+def run_worker(spec: dict, timeout: float) -> dict:
+  """Runs `measure(spec)` in a subprocess; returns its record or the failure."""
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  t = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+  except subprocess.TimeoutExpired:
+    return {"status": "timeout", "reason": f"killed after {timeout:.0f} s"}
+  wall = time.perf_counter() - t
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+  if proc.returncode or not lines:
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"status": "failed", "reason": " | ".join(tail)[-600:]}
+  return {"status": "ok", "worker_wall_s": wall, **json.loads(lines[-1][len("RESULT "):])}
+
+
+def run_uncontended(spec: dict, timeout: float, retries: int) -> dict:
+  """`run_worker`, measured again (up to `retries` times) while the process got less than
+  `MIN_CPU_SHARE` of its cores during the timed rounds (other work on the same cores, CPU
+  only); keeps the attempt with the highest share."""
+  import jax
+  best = None
+  for attempt in range(1 + retries):
+    rec = run_worker(spec, timeout)
+    if rec["status"] != "ok":
+      return rec
+    rec["attempt"] = attempt + 1
+    if best is None or rec["cpu_share"] > best["cpu_share"]:
+      best = rec
+    if jax.default_backend() != "cpu" or rec["cpu_share"] >= MIN_CPU_SHARE * rec["cores"]:
+      break
+    print(f"  (CPU share {rec['cpu_share']:.2f}: other work on these cores; measuring again)",
+          flush=True)
+    time.sleep(30)  # contention comes in bursts
+  return best
+
+
+# --- planning: what to measure, what to skip ----------------------------------------------
+def auto_plan_of(model_name: str, clients: int) -> str:
+  from fedjax_gen.engine import auto_plan, uses_conv
+  apply_fn, params = flax_model(model_name, default_conv_impl())
+  return str(auto_plan(clients, has_conv=uses_conv(apply_fn, params, input_shape(model_name))))
+
+
+def chunk_plan(runner: str, clients: int) -> str | None:
+  from fedjax_gen.engine import ExecutionPlan
+  if not runner.startswith("fedjax_gen_chunk"):
+    return None
+  k = runner[len("fedjax_gen_chunk"):]
+  return str(ExecutionPlan(clients if k == "all" else int(k), 0))
+
+
+def duplicate_reason(runner: str, clients: int, auto: str, runners) -> str | None:
+  """Why a forced-chunk runner would repeat another measurement (None: it would not)."""
+  plan = chunk_plan(runner, clients)
+  if plan is None:
+    return None
+  if plan == auto:
+    return f"same plan as fedjax_gen_auto ({plan})"
+  if runner != "fedjax_gen_chunkall" and "fedjax_gen_chunkall" in runners and \
+      plan == chunk_plan("fedjax_gen_chunkall", clients):
+    return "same plan as fedjax_gen_chunkall"
+  return None
+
+
+def project_seconds(records, model, runner, clients, repeats, round_flops, peak) -> float:
+  """Projected wall time (warm-up + repeats) from this runner's smaller measurements,
+  else from the other runners', else from the FLOPs at `ASSUMED_EFFICIENCY` of peak."""
+  def rate(rs):  # seconds per client update, and compile seconds
+    r = max(rs, key=lambda r: r["clients"])
+    return r["round_s"] / r["clients"], r["compile_s"]
+  ok = [r for r in records if r["model"] == model and r["status"] == "ok"]
+  own = [r for r in ok if r["runner"] == runner]
+  if own:
+    per_client, compile_s = rate(own)
+  elif ok:
+    per_client, compile_s = rate([r for r in ok if r["runner"] == "fedjax_gen_auto"] or ok)
+  else:
+    per_client, compile_s = round_flops / clients / (peak * ASSUMED_EFFICIENCY), 0.0
+  return compile_s + (1 + repeats) * per_client * clients
+
+
+# --- the driver ----------------------------------------------------------------------------
+def device_info() -> dict:
+  import importlib.metadata as md
+  import jax
+  dev = jax.devices()[0]
+  cpu = ""
+  if os.path.exists("/proc/cpuinfo"):
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "")
+  versions = {}
+  for pkg in ("jax", "jaxlib", "flax", "optax", "torch", "fedjax", "dm-haiku"):
+    try:
+      versions[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      versions[pkg] = None
+  return {"backend": jax.default_backend(), "device_kind": dev.device_kind,
+          "num_devices": jax.device_count(), "cpu_model": cpu, "cpu_count": os.cpu_count(),
+          "cores_used": len(os.sched_getaffinity(0)), "affinity": sorted(os.sched_getaffinity(0)),
+          "platform": platform.platform(), "python": platform.python_version(),
+          "versions": versions}
+
+
+def load_results(path: str) -> dict:
+  return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def save_json(path: str, data: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=1)
+  os.replace(tmp, path)
+
+
+def add_derived(rec: dict, flops: dict, peak: float) -> None:
+  """Throughputs and achieved FLOP/s of an "ok" record, in place."""
+  per_round = rec["clients"] * STEPS * flops[rec["model"]]
+  rec["client_updates_s"] = rec["clients"] / rec["round_s"]
+  cpu_s = rec.get("round_cpu_s")
+  rec["client_updates_cpu_s"] = rec["clients"] / cpu_s if cpu_s else None  # per CPU-second
+  rec["examples_s"] = rec["clients"] * STEPS * BATCH / rec["round_s"]
+  rec["flop_s"] = per_round / rec["round_s"]
+  rec["peak_share"] = rec["flop_s"] / peak
+
+
+def add_ratios(records: list) -> None:
+  """`vs_auto`: a runner's throughput over fedjax_gen_auto's at the same model/clients."""
+  auto = {(r["model"], r["clients"]): r["client_updates_s"] for r in records
+          if r["runner"] == "fedjax_gen_auto" and r["status"] == "ok"}
+  auto_cpu = {(r["model"], r["clients"]): r["client_updates_cpu_s"] for r in records
+              if r["runner"] == "fedjax_gen_auto" and r["status"] == "ok"
+              and r["client_updates_cpu_s"]}
+  for r in records:
+    key = (r["model"], r["clients"])
+    ok = r["status"] == "ok" and key in auto
+    r["vs_auto"] = r["client_updates_s"] / auto[key] if ok else None
+    r["vs_auto_cpu"] = (r["client_updates_cpu_s"] / auto_cpu[key]
+                        if ok and key in auto_cpu and r["client_updates_cpu_s"] else None)
+
+
+def param_count(model_name: str) -> int:
+  from fedjax_gen import models
+  return models.count_params(flax_model(model_name, default_conv_impl())[1])
+
+
+def check_params(rec: dict, flax_params: int) -> None:
+  """The torch twin must have fedjax_gen's parameter count (recorded and printed)."""
+  torch_params = rec["info"].get("torch_params")
+  if torch_params is not None:
+    rec["params_match"] = torch_params == flax_params
+    print(f"{rec['model']}: torch params {torch_params:,}, fedjax_gen params "
+          f"{flax_params:,}: {'match' if rec['params_match'] else 'MISMATCH'}", flush=True)
+
+
+def measure_all(args, path: str) -> dict:
+  import jax
+  info = device_info()
+  print(f"device: {info['device_kind']} ({info['backend']}), CPU {info['cpu_model']}, "
+        f"{info['cores_used']} of {info['cpu_count']} cores in this process's affinity "
+        f"{info['affinity']}", flush=True)
+  peak = peak_flops()
+  print(f"peak: {peak['flop_s'] / 1e9:.1f} GFLOP/s ({peak['method']})", flush=True)
+  conv = default_conv_impl()
+  flops = {m: step_flops(m, conv) for m in args.models}
+  params = {m: param_count(m) for m in args.models}
+  print("fedjax_gen params: " + ", ".join(f"{m} {n:,}" for m, n in params.items()), flush=True)
+  data = {"device": info, "peak": peak, "step_flops": flops, "params": params,
+          "flops_method": f"XLA cost_analysis() of one jitted SGD step, batch {BATCH}, "
+                          f"conv_impl={conv}; x {STEPS} steps x clients per round",
+          "workload": {"steps": STEPS, "batch": BATCH, "examples_per_client": EXAMPLES,
+                       "lr": LR, "classes": CLASSES,
+                       "input_shapes": {m: input_shape(m) for m in args.models}},
+          "args": vars(args), "command": " ".join(["python"] + sys.argv),
+          "started": datetime.datetime.now().isoformat(timespec="seconds"), "records": []}
+  for model in args.models:
+    for clients in sorted(args.clients):
+      auto = auto_plan_of(model, clients)
+      for runner in args.runners:
+        rec = measure_one(args, data, model, clients, runner, auto, flops, peak["flop_s"])
+        data["records"].append(rec)
+        add_ratios(data["records"])
+        save_json(path, data)
+  data["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+  save_json(path, data)
+  return data
+
+
+def remeasure_contended(args, path: str) -> dict:
+  """Measures again the records of `path` whose CPU share was below `--remeasure-below`
+  per core (other work on the cores), keeping whichever attempt got the higher share."""
+  data = load_results(path)
+  for i, rec in enumerate(data["records"]):
+    if rec["status"] != "ok" or rec["cpu_share"] >= args.remeasure_below * rec["cores"]:
+      continue
+    spec = {k: rec[k] for k in ("model", "clients", "runner", "repeats")}
+    new = run_uncontended(spec, 2 * args.max_seconds + 120, args.retries)
+    if new["status"] == "ok" and new["cpu_share"] > rec["cpu_share"]:
+      new.update(spec, projected_s=rec.get("projected_s"), remeasured=datetime.datetime.now()
+                 .isoformat(timespec="seconds"), first_share=rec["cpu_share"])
+      add_derived(new, data["step_flops"], data["peak"]["flop_s"])
+      data["records"][i] = rec = new
+    print(format_record(rec), flush=True)
+    add_ratios(data["records"])
+    save_json(path, data)
+  return data
+
+
+def measure_one(args, data, model, clients, runner, auto, flops, peak) -> dict:
+  rec = {"model": model, "clients": clients, "runner": runner}
+  dup = duplicate_reason(runner, clients, auto, args.runners)
+  failed = [r for r in data["records"] if r["model"] == model and r["runner"] == runner
+            and r["status"] in ("failed", "unsupported")]
+  if dup:
+    rec.update(status="duplicate", reason=dup)
+  elif failed and runner == "fedjax":
+    rec.update(status="unsupported", reason=failed[0]["reason"])
+  else:
+    round_flops = clients * STEPS * flops[model]
+    repeats = args.repeats
+    while repeats > 1 and project_seconds(data["records"], model, runner, clients, repeats,
+                                          round_flops, peak) > args.max_seconds:
+      repeats -= 1
+    projected = project_seconds(data["records"], model, runner, clients, repeats,
+                                round_flops, peak)
+    if projected > args.max_seconds:
+      rec.update(status="skipped", reason=f"projected {projected:.0f} s > --max-seconds "
+                 f"{args.max_seconds:.0f}")
+    else:
+      spec = {"model": model, "clients": clients, "runner": runner, "repeats": repeats}
+      rec.update(repeats=repeats, projected_s=projected,
+                 **run_uncontended(spec, 2 * args.max_seconds + 120, args.retries))
+      if rec["status"] == "ok":
+        add_derived(rec, flops, peak)
+        check_params(rec, data["params"][model])
+  print(format_record(rec), flush=True)
+  return rec
+
+
+def format_record(r: dict) -> str:
+  head = f"{r['model']:10s} {r['clients']:5d} {r['runner']:20s}"
+  if r["status"] != "ok":
+    return f"{head} {r['status']}: {r.get('reason', '')}"
+  return (f"{head} round {r['round_s']:8.3f} s  compile {r['compile_s']:6.1f} s  "
+          f"{r['client_updates_s']:8.2f} clients/s  {r['examples_s']:9.0f} ex/s  "
+          f"{r['flop_s'] / 1e9:7.2f} GFLOP/s ({100 * r['peak_share']:4.1f}% peak)  "
+          f"RSS {r['peak_rss_mb']:6.0f} MB  cpu share {r['cpu_share']:.2f}  {r['info']}")
+
+
+# --- report ----------------------------------------------------------------------------------
+def _fmt(x, spec, none="—"):
+  return none if x is None else format(x, spec)
+
+
+def device_line(d: dict) -> str:
+  dev = d["device"]
+  return (f"{dev['device_kind']} ({dev['backend']}); CPU {dev['cpu_model'] or '?'}, "
+          f"{dev['cores_used']} of {dev['cpu_count']} cores used (affinity {dev['affinity']}); "
+          f"jax {dev['versions']['jax']}, torch {dev['versions']['torch']}, "
+          f"fedjax {dev['versions']['fedjax']}; peak {d['peak']['flop_s'] / 1e9:.1f} GFLOP/s "
+          f"({d['peak']['method']}).")
+
+
+def table_lines(d: dict) -> list[str]:
+  lines = ["| model | clients | runner | round s | compile s | client-updates/s | examples/s "
+           "| GFLOP/s | % peak | peak RSS MB | device MB | CPU share | × auto | × auto (CPU s) |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  skipped = []
+  for r in d["records"]:
+    if r["status"] != "ok":
+      skipped.append(f"- {r['model']}, {r['clients']} clients, {r['runner']}: {r['status']} "
+                     f"({r.get('reason', '')})")
+      continue
+    mem = r["device_memory"]
+    dev_mb = max(mem.values()) / 2 ** 20 if mem else None
+    mark = " †" if r.get("remeasured") else ""
+    lines.append(
+        f"| {r['model']} | {r['clients']} | {r['runner']}{mark} | {r['round_s']:.3f} | "
+        f"{r['compile_s']:.1f} | {r['client_updates_s']:.2f} | {r['examples_s']:.0f} | "
+        f"{r['flop_s'] / 1e9:.2f} | {100 * r['peak_share']:.1f} | {r['peak_rss_mb']:.0f} | "
+        f"{_fmt(dev_mb, '.0f')} | {_fmt(r.get('cpu_share'), '.2f')} | "
+        f"{_fmt(r['vs_auto'], '.2f')} | "
+        f"{_fmt(r['vs_auto_cpu'], '.2f')} |")
+  redone = [r for r in d["records"] if r.get("remeasured")]
+  if redone:
+    lines += ["", f"† measured again later in the same session (`--remeasure-below`), the "
+              f"first attempt having had CPU share "
+              + ", ".join(f"{r['first_share']:.2f}" for r in redone) + "."]
+  return lines + ([""] + ["Not measured:"] + skipped if skipped else [])
+
+
+def report_section(datasets: dict) -> str:
+  lines = ["<!-- round_bench:begin -->", "## One FedAvg round: fedjax_gen vs a JAX loop, "
+           "PyTorch and FedJAX", "",
+           f"Workload: Fashion-MNIST-shaped random data (28x28x1, 10 classes; ResNet-18 on "
+           f"32x32x3), every client {EXAMPLES} examples and exactly {STEPS} local SGD steps "
+           f"(lr {LR}) of batch {BATCH}, all clients of the round train, FedAvg aggregation. "
+           "Runners are described in `experiments/benchmarks/round_bench.py`. Round s: median "
+           "of the timed rounds after one warm-up round; compile s: warm-up minus median; "
+           "client-updates/s = clients / round s; GFLOP/s from XLA's cost analysis of one SGD "
+           "step (same count for every runner); % peak against a large matmul timed in the "
+           "same run; peak RSS: the measuring process's high-water mark (`VmHWM`; each "
+           "measurement runs in its own process, its data included); CPU share: the "
+           "process's CPU time over wall time in the timed rounds (below the cores used: it "
+           "waited, e.g. for other work on its cores; on CPU a measurement is repeated up to "
+           "`--retries` times while it is below 0.85 per core, and the best kept); × auto: "
+           "throughput over fedjax_gen_auto's (above 1: faster than fedjax_gen_auto); "
+           "× auto (CPU s): the same with CPU time for wall time, "
+           "which discounts waiting for other work on the same cores.", ""]
+  for backend in sorted(datasets):
+    d = datasets[backend]
+    lines += [f"### {backend.upper()}: {d['device']['device_kind']}", "",
+              "Device: " + device_line(d), "",
+              f"Command: `{d['command']}` ({d['started']} to {d.get('finished', 'unfinished')}).",
+              ""]
+    if d.get("note"):
+      lines += [d["note"], ""]
+    lines += table_lines(d) + ["", f"![throughput](benchmarks/results/round_bench_{backend}.png)",
+                               ""]
+  if not any(b in datasets for b in ("gpu", "cuda", "rocm", "tpu")):
+    lines += ["### GPU", "", "Pending: no GPU was available for these measurements. The same "
+              "command runs unchanged on one (clients 10, 100 and 1000 by default there).", ""]
+  lines += ["Re-run: `python experiments/benchmarks/round_bench.py` (`--models`, `--clients`, "
+            "`--runners`, `--repeats`, `--max-seconds`; `--report-only` re-renders this from "
+            "`experiments/benchmarks/results/round_bench_<backend>.json`).",
+            "<!-- round_bench:end -->"]
+  return "\n".join(lines)
+
+
+def write_section(name: str, block: str, path: str = BENCHMARKS_MD) -> None:
+  """Replaces `<!-- name:begin -->` .. `<!-- name:end -->` in BENCHMARKS.md (or appends)."""
+  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+  text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+  if begin in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+  else:
+    text = text.rstrip() + "\n\n" + block + "\n"
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def plot(d: dict, path: str) -> None:
+  """Client-updates/s vs clients per round, one panel per model, one line per runner."""
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+  models = list(dict.fromkeys(r["model"] for r in d["records"]))
+  runners = list(dict.fromkeys(r["runner"] for r in d["records"]))
+  colors = {r: f"C{i}" for i, r in enumerate(runners)}
+  fig = Figure(figsize=(3.2 * len(models) + 1.6, 3.4))
+  for i, model in enumerate(models):
+    ax = fig.add_subplot(1, len(models), i + 1)
+    for runner in runners:
+      pts = sorted((r["clients"], r["client_updates_s"]) for r in d["records"]
+                   if r["model"] == model and r["runner"] == runner and r["status"] == "ok")
+      if pts:
+        ax.plot(*zip(*pts), marker="o", markersize=4, label=runner, color=colors[runner])
+    if not ax.lines:
+      ax.text(0.5, 0.5, "not measured\n(projected over --max-seconds)", ha="center",
+              va="center", transform=ax.transAxes, fontsize=8)
+      ax.set_xticks([])
+      ax.set_yticks([])
+    else:
+      ax.set_xscale("log")
+      ax.set_yscale("log")
+      ax.set_xlabel("clients per round")
+      ax.grid(alpha=0.3, which="both")
+    ax.set_title(model)
+    if i == 0:
+      ax.set_ylabel("client updates / s")
+  handles = {l.get_label(): l for ax in fig.axes for l in ax.lines}
+  fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
+  dev = d["device"]
+  fig.suptitle(f"One FedAvg round: {dev['device_kind']} ({dev['backend']}), "
+               f"{dev['cpu_model']}, {dev['cores_used']} core(s)", fontsize=9)
+  fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+  fig.savefig(path, dpi=110)
+
+
+def report() -> None:
+  datasets = {}
+  for name in sorted(os.listdir(RESULTS)) if os.path.isdir(RESULTS) else []:
+    if name.startswith("round_bench_") and name.endswith(".json"):
+      backend = name[len("round_bench_"):-len(".json")]
+      datasets[backend] = d = load_results(os.path.join(RESULTS, name))
+      for r in d["records"]:  # derived numbers from the raw ones (older files included)
+        if r["status"] == "ok":
+          add_derived(r, d["step_flops"], d["peak"]["flop_s"])
+      add_ratios(d["records"])
+      plot(datasets[backend], os.path.join(RESULTS, f"round_bench_{backend}.png"))
+  write_section("round_bench", report_section(datasets))
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+  parser.add_argument("--clients", nargs="+", type=int, default=None,
+                      help="clients per round (default 10 100 on CPU, 10 100 1000 elsewhere)")
+  parser.add_argument("--runners", nargs="+", default=list(RUNNERS))
+  parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
+  parser.add_argument("--max-seconds", type=float, default=120.0,
+                      help="skip a measurement projected to take longer (warm-up included)")
+  parser.add_argument("--retries", type=int, default=1,
+                      help="CPU: measure again while other work shared the cores")
+  parser.add_argument("--remeasure-below", type=float, default=None, metavar="SHARE",
+                      help="only measure again the saved records whose CPU share per core "
+                           "was below SHARE (e.g. 0.85), keeping the better attempt")
+  parser.add_argument("--report-only", action="store_true")
+  parser.add_argument("--note", default="", help="a line shown with this run's table")
+  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if args.worker:
+    return worker_main(args.worker)
+  if not args.report_only:
+    import jax
+    bad = [r for r in args.runners if r not in RUNNERS and not r.startswith("fedjax_gen_chunk")]
+    if bad:
+      raise SystemExit(f"unknown runners {bad}; valid: {RUNNERS} or fedjax_gen_chunk<k>")
+    if args.clients is None:
+      args.clients = [10, 100] if jax.default_backend() == "cpu" else [10, 100, 1000]
+    path = os.path.join(RESULTS, f"round_bench_{jax.default_backend()}.json")
+    if args.remeasure_below is not None:
+      data = remeasure_contended(args, path)
+    else:
+      data = measure_all(args, path)
+    if args.note:
+      data["note"] = args.note
+      save_json(path, data)
+  report()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
