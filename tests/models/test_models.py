@@ -220,3 +220,17 @@ def test_init_params_variants():
   stacked = jax.vmap(lambda k: init_params(model, DIGITS, k))(keys)
   assert stacked["head"]["kernel"].shape == (3, 200, 10)
   assert count_params(stacked) == 3 * count_params(params)
+
+
+@pytest.mark.parametrize("shape", [(3, 24, 24, 5), (2, 10, 10, 4), (2, 7, 9, 3)])
+def test_max_pool2_matches_flax_max_pool(shape):
+  """The reshape+max pool of the CNNs equals nn.max_pool in value and (tie-free) gradient."""
+  import flax.linen as nn
+  from fedjax_gen.models.cnn import max_pool2
+
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+  np.testing.assert_array_equal(max_pool2(x), ref(x))
+  w = jax.random.normal(jax.random.key(1), ref(x).shape)
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * w))(x)
+  np.testing.assert_allclose(grad(max_pool2), grad(ref), atol=1e-6)
