@@ -3,7 +3,9 @@ experiment, one at a time, each in its own work folder, then write the table bes
 published numbers into `experiments/RESULTS.md` and a plot into `experiments/results/`.
 
 Re-running resumes cells from their checkpoints, and a larger --rounds extends finished
-cells. The per-round metrics of every cell are kept in `experiments/results/NAME.json`, so
+cells. `--seeds 0 1 2` runs each cell once per seed (seed 0 in `ROOT/SPLIT/ALG`, seed k in
+`ROOT/SPLIT/ALG-seedk`); the table then shows the mean and standard deviation over seeds.
+The per-round metrics of every cell are kept in `experiments/results/NAME.json`, so
 `--report-only` rebuilds the table and plot without training.
 """
 
@@ -27,6 +29,8 @@ class Table:
   algorithms: tuple
   published: dict                # split key -> {algorithm: published %}
   extra_metrics: tuple = ()      # further summary keys shown in brackets, e.g. new-client acc
+  target: float | None = None    # if set, each cell also shows the first round reaching it
+  cost_keys: tuple = ()          # summary keys in seconds, listed per cell below the table
 
   @property
   def json_path(self):
@@ -38,12 +42,14 @@ class Table:
 
 
 def run_cell(table: Table, split: str, algorithm: str, rounds: int, root: str,
-             extra: list[str]) -> dict:
+             extra: list[str], seed: int = 0) -> dict:
   from fedjax_gen import config as config_lib
   from fedjax_gen.run import train_and_evaluate
   overrides = table.splits[split][1] + [f"algorithm={algorithm}", f"rounds={rounds}"] + extra
+  if seed:
+    overrides.append(f"seed={seed}")
   config = config_lib.apply_overrides(config_lib.load_config(table.name), overrides)
-  workdir = os.path.join(root, split, algorithm)
+  workdir = os.path.join(root, split, algorithm + (f"-seed{seed}" if seed else ""))
   summary = train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f if line.strip()]
@@ -52,14 +58,46 @@ def run_cell(table: Table, split: str, algorithm: str, rounds: int, root: str,
           "command": f"fedjax-gen run {table.name} " + " ".join(overrides) + " --workdir W"}
 
 
+def seed_cells(cell: dict | None) -> list[dict]:
+  """The finished runs of a cell: seed 0 (the cell itself) and those in `more_seeds`."""
+  if not cell:
+    return []
+  cells = [cell] + [cell["more_seeds"][k] for k in sorted(cell.get("more_seeds", {}), key=int)]
+  return [c for c in cells if c.get("summary")]
+
+
+def first_round_reaching(curve, target: float) -> int | None:
+  return next((r for r, v in curve if v is not None and v >= target), None)
+
+
+def _mean_text(values, scale=100.0) -> str:
+  values = [scale * v for v in values]
+  mean = sum(values) / len(values)
+  if len(values) == 1:
+    return f"{mean:.1f}"
+  std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+  return f"{mean:.1f} ± {std:.1f}"
+
+
 def _cell_text(table: Table, cell: dict | None, published) -> str:
   pub = "—" if published is None else f"{published}"
-  if not cell or cell["summary"].get(table.metric) is None:
+  runs = [c for c in seed_cells(cell) if c["summary"].get(table.metric) is not None]
+  if not runs:
     return f"{pub} / not run"
-  s = cell["summary"]
-  extra = "".join(f", {k.split('_')[0]} {100 * s[k]:.1f}" for k in table.extra_metrics
-                  if s.get(k) is not None)
-  return f"{pub} / **{100 * s[table.metric]:.1f}** [{s['rounds']} r{extra}]"
+  rounds = sorted({c["summary"]["rounds"] for c in runs})
+  notes = [f"{'/'.join(map(str, rounds))} r"]
+  if len(runs) > 1:
+    notes.append(f"{len(runs)} seeds")
+  for k in table.extra_metrics:
+    values = [c["summary"][k] for c in runs if c["summary"].get(k) is not None]
+    if values:
+      notes.append(f"{k.split('_')[0]} {_mean_text(values)}")
+  if table.target is not None:
+    hits = [first_round_reaching(c["curve"], table.target) for c in runs]
+    notes.append(f"{100 * table.target:.0f}% at r " + "/".join("—" if h is None else str(h)
+                                                              for h in hits))
+  metric = _mean_text([c["summary"][table.metric] for c in runs])
+  return f"{pub} / **{metric}** [{', '.join(notes)}]"
 
 
 def write_report(table: Table, results: dict) -> None:
@@ -67,16 +105,28 @@ def write_report(table: Table, results: dict) -> None:
   from fedjax_gen.outputs import atomic_write
   begin, end = f"<!-- {table.name}:begin -->", f"<!-- {table.name}:end -->"
   lines = [begin, f"## {table.title}", "", table.setup, "",
-           "Each cell: published / **measured** [rounds run"
-           + "".join(f", {k}" for k in table.extra_metrics) + "].", "",
+           "Each cell: published / **measured** (mean ± std over seeds where several) [rounds "
+           "run" + "".join(f", {k}" for k in table.extra_metrics)
+           + (f", first round at {100 * table.target:.0f}% per seed ('—': not reached)"
+              if table.target is not None else "") + "].", "",
            "| split | " + " | ".join(table.algorithms) + " |",
            "|---" * (len(table.algorithms) + 1) + "|"]
   for split, (label, _) in table.splits.items():
     cells = [_cell_text(table, results.get(split, {}).get(a), table.published[split].get(a))
              for a in table.algorithms]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  costs = [f"{label} {alg}: " + ", ".join(
+               f"{k} {_mean_text([c['summary'][k] for c in seed_cells(cell)], 1.0)}"
+               for k in table.cost_keys if seed_cells(cell) and
+               all(c["summary"].get(k) is not None for c in seed_cells(cell)))
+           for split, (label, _) in table.splits.items() for alg in table.algorithms
+           for cell in [results.get(split, {}).get(alg)]
+           if any(c["summary"].get(k) for c in seed_cells(cell) for k in table.cost_keys)]
+  if costs:
+    lines += ["", "Cost in seconds (mean ± std over seeds): " + "; ".join(costs) + "."]
   times = [c["summary"]["wall_time_s"] / c["summary"]["rounds"]
-           for s in results.values() for c in s.values() if c["summary"].get("wall_time_s")]
+           for s in results.values() for cell in s.values() for c in seed_cells(cell)
+           if c["summary"].get("wall_time_s")]
   if times:
     lines += ["", f"Wall time per round on this 2-core CPU (jax {jax.__version__}, other work "
               f"sharing the CPU at times): {min(times):.0f}-{max(times):.0f} s."]
@@ -104,7 +154,7 @@ def _plot(table: Table, results: dict) -> None:
     ax = fig.add_subplot(1, len(table.splits), i + 1)
     for alg in table.algorithms:
       cell = results.get(split, {}).get(alg)
-      if cell and cell["curve"]:
+      if cell and cell.get("curve"):  # seed 0
         ax.plot(*zip(*cell["curve"]), marker="o", markersize=3, label=alg)
     ax.set_title(label)
     ax.set_ylim(0, 1)
@@ -128,6 +178,7 @@ def main(table: Table, argv=None, doc: str = "") -> int:
                       choices=list(table.splits))
   parser.add_argument("--algorithms", nargs="+", default=list(table.algorithms),
                       choices=table.algorithms)
+  parser.add_argument("--seeds", nargs="+", type=int, default=[0])
   parser.add_argument("--root", default=os.path.join(HERE, "runs", table.name))
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -142,12 +193,17 @@ def main(table: Table, argv=None, doc: str = "") -> int:
     from fedjax_gen import config as config_lib
     rounds = args.rounds or config_lib.load_config(table.name).rounds
     os.makedirs(os.path.dirname(table.json_path), exist_ok=True)
-    for split in args.splits:
-      for alg in args.algorithms:
-        print(f"== {table.name} {split} {alg} ({rounds} rounds)", flush=True)
-        results.setdefault(split, {})[alg] = run_cell(table, split, alg, rounds, args.root,
-                                                      args.overrides)
-        atomic_write(table.json_path, json.dumps(results, indent=1) + "\n")
-        write_report(table, results)
+    for seed in args.seeds:
+      for split in args.splits:
+        for alg in args.algorithms:
+          print(f"== {table.name} {split} {alg} seed {seed} ({rounds} rounds)", flush=True)
+          cell = run_cell(table, split, alg, rounds, args.root, args.overrides, seed)
+          cells = results.setdefault(split, {})
+          if seed:
+            cells.setdefault(alg, {}).setdefault("more_seeds", {})[str(seed)] = cell
+          else:
+            cells[alg] = {**cell, "more_seeds": cells.get(alg, {}).get("more_seeds", {})}
+          atomic_write(table.json_path, json.dumps(results, indent=1) + "\n")
+          write_report(table, results)
   write_report(table, results)
   return 0
