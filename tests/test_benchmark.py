@@ -1,0 +1,36 @@
+"""`fedjax_gen.benchmark`: in-process round timing of the benchmark runners."""
+
+import pytest
+
+from fedjax_gen import benchmark
+
+
+def test_compare_times_each_runner_and_skips_a_missing_package(monkeypatch):
+  real = benchmark.missing_package
+  monkeypatch.setattr(benchmark, "missing_package",
+                      lambda r: "torch" if r == "torch_loop" else real(r))
+  records = benchmark.compare("mlp", clients=2, repeats=1,
+                              runners=("fedjax_gen_auto", "jax_loop", "torch_loop"))
+  assert [r["runner"] for r in records] == ["fedjax_gen_auto", "jax_loop", "torch_loop"]
+  ok, skipped = records[:2], records[2]
+  for r in ok:
+    assert r["status"] == "ok" and r["model"] == "mlp" and r["clients"] == 2
+    assert r["round_s"] > 0 and r["compile_s"] >= 0 and len(r["round_s_all"]) == 1
+    assert r["clients_per_s"] == pytest.approx(2 / r["round_s"])
+  assert min(r["speedup"] for r in ok) == pytest.approx(1.0)  # the slowest runner
+  assert skipped == {"runner": "torch_loop", "model": "mlp", "clients": 2,
+                     "status": "skipped", "reason": "torch is not installed (pip install torch)"}
+
+
+def test_missing_package_names_only_extra_packages():
+  assert benchmark.missing_package("fedjax_gen_auto") is None
+  assert benchmark.missing_package("jax_loop") is None
+
+
+def test_bad_arguments_are_clear_errors():
+  with pytest.raises(ValueError, match="Unknown model 'vit'"):
+    benchmark.time_rounds("jax_loop", "vit")
+  with pytest.raises(ValueError, match="repeats must be >= 1"):
+    benchmark.time_rounds("jax_loop", "mlp", clients=2, repeats=0)
+  with pytest.raises(ValueError, match="unknown runner"):
+    benchmark.time_rounds("numpy_loop", "mlp", clients=2, repeats=1)
