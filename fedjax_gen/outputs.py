@@ -84,3 +84,54 @@ def plot_accuracy(rows: list[dict], path: str, title: str = "", *,
   tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-plot.png")
   fig.savefig(tmp, dpi=120)
   os.replace(tmp, path)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The rows of a run's `metrics.jsonl` (one per round), oldest first."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir!r} holds no run (run "
+                            "`fedjax-gen run ... --workdir` or `train_and_evaluate` first).")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_summary(workdir: str) -> dict:
+  """A finished run's `summary.json`."""
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: the run in {workdir!r} has not "
+                            "finished (a run writes summary.json after its last round).")
+  with open(path) as f:
+    return json.load(f)
+
+
+def plot_runs(runs: dict[str, str], path: str, *, key: str = "global_accuracy",
+              title: str = "", ylabel: str = "") -> None:
+  """One metric against round for several runs (label -> work folder), as a PNG.
+
+  A run that never logged `key` is named in the error (e.g. `personalized_accuracy` of a
+  run with test_fraction=0).
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+  if not runs:
+    raise ValueError("runs is empty; pass {label: workdir, ...}.")
+  fig = Figure(figsize=(6, 4))
+  ax = fig.add_subplot()
+  for label, workdir in runs.items():
+    pts = [(r["round"], r[key]) for r in read_metrics(workdir) if r.get(key) is not None]
+    if not pts:
+      raise ValueError(f"Run {label!r} ({workdir}) logged no {key!r}; keys it logged: "
+                       f"{', '.join(sorted({k for r in read_metrics(workdir) for k in r}))}.")
+    ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
+  ax.set_xlabel("round")
+  ax.set_ylabel(ylabel or key.replace("_", " "))
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-plot.png")
+  fig.savefig(tmp, dpi=120)
+  os.replace(tmp, path)
