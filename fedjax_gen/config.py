@@ -83,7 +83,29 @@ def base_config() -> ml_collections.ConfigDict:
       genfl_lam_decay=0.9,      # exp: lam0 * decay**t
       genfl_server_steps=10,    # server SGD steps on synthetic data per round
       genfl_skew_weight=0.5,    # client weight ~ size * (1 - skew_weight * entropy deficit)
-      model="mlp",              # mlp | simple_cnn | cnn4 | resnet18
+      # pFedGPA: diffusion-based generative parameter aggregation (fedjax_gen/pfedgpa/)
+      pfedgpa_layers="",        # comma-separated top-level layers diffused ("" = all)
+      pfedgpa_token_size=256,   # parameters per token
+      pfedgpa_token_pad="end",  # end (zero tail) | layer (pad each layer) | none (must divide)
+      pfedgpa_norm="layer",     # layer | element: normalisation stats fitted on the buffer
+      pfedgpa_denoiser="transformer",  # transformer | mlp (per-token, no attention)
+      pfedgpa_width=64,         # denoiser width, depth and attention heads
+      pfedgpa_depth=2,
+      pfedgpa_heads=4,
+      pfedgpa_timesteps=100,    # T of the noise schedule
+      pfedgpa_schedule="linear",  # linear | cosine
+      pfedgpa_s=20,             # inversion depth, in [1, T]
+      pfedgpa_ddim_steps=0,     # DDIM steps to reach s (0 = all s)
+      pfedgpa_fixed_point_iters=0,  # refinement of each inversion step (0 = plain DDIM)
+      pfedgpa_buffer=40,        # recent uploads kept for online training (>= clients_per_round)
+      pfedgpa_train_steps=50,   # denoiser Adam steps per round
+      pfedgpa_batch=16,         # denoiser batch (uploads)
+      pfedgpa_lr=1e-3,          # denoiser Adam learning rate
+      pfedgpa_aggregation="diffusion",  # diffusion | mean (plain averaging) | identity (none)
+      pfedgpa_omega=0.5,        # newcomers' guidance weight
+      pfedgpa_init_rounds=2,    # newcomers' initialisation rounds I (within newcomer_steps)
+      pfedgpa_guidance="update",  # update | as_written (sign of the guidance; see algorithm.py)
+      model="mlp",              # mlp | simple_cnn | cnn4 | fedpac_cnn | resnet18
       conv_impl="auto",         # auto (im2col on CPU, xla elsewhere) | xla | im2col
       seed=0,
       # execution
@@ -223,3 +245,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{c.steps_per_call}.")
   from fedjax_gen.genaug.pipeline import check_config
   check_config(c)
+  if c.algorithm == "pfedgpa":
+    from fedjax_gen.pfedgpa import check_options, options_from_config
+    check_options(options_from_config(c), c.clients_per_round)

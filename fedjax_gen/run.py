@@ -20,6 +20,7 @@ from fedjax_gen import config as config_lib
 from fedjax_gen import data as data_lib
 from fedjax_gen import genaug
 from fedjax_gen import models
+from fedjax_gen import pfedgpa
 from fedjax_gen.algorithms import make_algorithm
 from fedjax_gen.checkpoint import Checkpointer
 from fedjax_gen.engine import (Evaluator, ExecutionPlan, LocalSchedule, Simulation,
@@ -126,6 +127,21 @@ def evaluate(config, sim: Simulation, evaluator: Evaluator, server, client_state
   return metrics
 
 
+def _time_split(rows) -> dict:
+  """Mean seconds per round of the clients' part and the server's second computation
+  (algorithms with a `server_post`, e.g. pFedGPA's diffusion), rounds after the first
+  (which compiles) when there are any."""
+  timed = [r for r in rows if "server_s" in r]
+  if not timed:
+    return {}
+  timed = timed[1:] if len(timed) > 1 and timed[0]["round"] == 1 else timed
+  client = sum(r["client_s"] for r in timed) / len(timed)
+  server = sum(r["server_s"] for r in timed) / len(timed)
+  return {"client_s_per_round": client, "server_s_per_round": server,
+          "server_to_client_time": server / client if client > 0 else None,
+          "timed_rounds": [r["round"] for r in timed]}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) the federated experiment `config` in `workdir`; returns the summary."""
   # --- checks and data: everything that can fail does so before training ---------------
@@ -160,13 +176,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         server_optimizer_name=config.server_optimizer, server_lr=config.server_lr or None,
         server_momentum=config.server_momentum, prox_mu=config.prox_mu, params=params,
         personal_layers=[n.strip() for n in config.personal_layers.split(",") if n.strip()],
-        **{k: config[k] for k in _ALGORITHM_KEYS})
+        **{k: config[k] for k in _ALGORITHM_KEYS},
+        pfedgpa_options=(pfedgpa.options_from_config(config)
+                         if config.algorithm == "pfedgpa" else None),
+        clients_per_round=config.clients_per_round)
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   train_ids, new_ids = split_holdout(config)
   sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
                    plan=_plan(config, uses_conv(apply_fn, params, example_shape)),
                    sharding=_client_sharding(config.num_devices, config.num_clients),
-                   train_ids=train_ids)
+                   train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=config.eval_batch_size)
   server, client_states = sim.init(params)
@@ -189,21 +208,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for r in bar:
     server, client_states, round_metrics = sim.round(server, client_states,
                                                      jax.random.fold_in(key, r))
-    pending.append((r, round_metrics.train_loss))
+    extra = dict(sim.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
+    if hasattr(server, "diffusion_loss"):
+      extra["diffusion_loss"] = server.diffusion_loss
+    pending.append((r, round_metrics.train_loss, extra))
     is_eval = r % config.eval_every == 0 or r == config.rounds
     is_ckpt = r == config.rounds or (config.checkpoint_every and r % config.checkpoint_every == 0)
     if not (is_eval or is_ckpt):
       continue
-    losses = jax.device_get([loss for _, loss in pending])  # syncs: the rounds are done
+    losses, extras = jax.device_get(([loss for _, loss, _ in pending],  # syncs: rounds done
+                                     [e for _, _, e in pending]))
     now = time.perf_counter()
     elapsed += now - t_last
     clients_per_s = len(pending) * config.clients_per_round / (now - t_last)
-    for (rr, _), loss in zip(pending, losses):
+    for (rr, _, _), loss, extra in zip(pending, losses, extras):
       if not np.isfinite(loss):
         raise FloatingPointError(
             f"Training loss became {loss} at round {rr}; stopped. The last checkpoint (round "
             f"{ckpt.latest_round()}) is intact. Try a smaller lr or check the data.")
-      row = {"round": rr, "train_loss": float(loss)}
+      row = {"round": rr, "train_loss": float(loss), **{k: float(v) for k, v in extra.items()}}
       if rr == r:
         row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
         if is_eval:
@@ -225,7 +248,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
              "plan": vars(sim.plan), "conv_impl": conv_impl,
-             "backend": jax.default_backend(), **(aug_summary or {})}
+             "backend": jax.default_backend(), **(aug_summary or {}),
+             **_time_split(log.rows)}
   write_json(os.path.join(workdir, "summary.json"), summary)
   plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"),
                 title=f"{config.algorithm} on {config.dataset} ({config.partition})")

@@ -14,6 +14,11 @@ of padded steps, unrolled or scanned loops). Names follow FedJAX's vocabulary:
                                                    (None: everyone uses the global model)
     personalize, newcomer: optional `Adaptation`s: local steps a training client runs
       before evaluation (e.g. FedAvg+FT), and a held-out client's recipe to join.
+    server_post(server_state, sampled_client_states) -> (server_state, sampled_client_states)
+      optional server work after aggregation, run by the engine as a SECOND jitted
+      computation of the round over the sampled clients' persistent states (stacked
+      [m, ...]): pFedGPA trains its diffusion model there and writes each client's
+      personalized parameters. Kept apart so its time can be measured on its own.
 
 All states are pytrees (NamedTuples), so `jit`, `vmap` and checkpointing need no special
 cases. A server state always has a `params` field: the global model.
@@ -71,6 +76,7 @@ class FederatedAlgorithm(NamedTuple):
   eval_params: Optional[Callable[[PyTree, PyTree], Params]] = None
   personalize: Optional[Adaptation] = None  # run before evaluating a training client
   newcomer: Optional[Adaptation] = None     # how a held-out client adapts before evaluation
+  server_post: Optional[Callable[[PyTree, PyTree], tuple[PyTree, PyTree]]] = None
 
 
 class ServerState(NamedTuple):

@@ -26,12 +26,15 @@ PERSONALIZED = ("local", "fedavg_ft", "fedper", "fedrep", "fedbabu", "fedbn", "d
 ALGORITHMS = STANDARD + PERSONALIZED
 # Generative augmentation (`fedjax_gen.genaug`): built by the trainer, which generates data first.
 GENERATIVE = ("gen_fedsd", "genfl", "aigc_only")
+# Generative parameter aggregation (`fedjax_gen.pfedgpa`): personalized, with a server-side
+# diffusion model over client parameters.
+GENERATIVE_AGGREGATION = ("pfedgpa",)
 
 
 def check_algorithm(name: str) -> None:
-  if name not in ALGORITHMS + GENERATIVE:
-    raise ValueError(f"Unknown algorithm {name!r}; valid names: "
-                     f"{', '.join(ALGORITHMS + GENERATIVE)}.")
+  valid = ALGORITHMS + GENERATIVE + GENERATIVE_AGGREGATION
+  if name not in valid:
+    raise ValueError(f"Unknown algorithm {name!r}; valid names: {', '.join(valid)}.")
 
 
 def make_algorithm(name: str, loss_fn: base.LossFn, *, lr: float, momentum: float = 0.0,
@@ -43,11 +46,14 @@ def make_algorithm(name: str, loss_fn: base.LossFn, *, lr: float, momentum: floa
                    apfl_alpha: float = 0.5, apfl_alpha_lr: float = 0.01,
                    pfedme_lambda: float = 15.0, pfedme_inner_steps: int = 5,
                    pfedme_personal_lr: float = 0.01, perfedavg_alpha: float = 0.01,
-                   perfedavg_beta: float = 0.001) -> base.FederatedAlgorithm:
+                   perfedavg_beta: float = 0.001, pfedgpa_options=None,
+                   clients_per_round: int | None = None) -> base.FederatedAlgorithm:
   """Builds algorithm `name` with local SGD(lr, momentum, weight_decay).
 
   `params` (the initial model) is needed by the methods that split it into parts
-  (`personal_layers` for FedPer/FedRep/FedBABU; normalisation layers for FedBN).
+  (`personal_layers` for FedPer/FedRep/FedBABU; normalisation layers for FedBN) and by
+  pFedGPA (its tokens; `pfedgpa_options` a `fedjax_gen.pfedgpa.PFedGPAOptions`, its
+  buffer checked against `clients_per_round`).
   """
   check_algorithm(name)
   if name in GENERATIVE:
@@ -59,6 +65,10 @@ def make_algorithm(name: str, loss_fn: base.LossFn, *, lr: float, momentum: floa
                                 server_momentum)
   if name in ("fedper", "fedrep", "fedbabu"):
     head = layer_mask(params, personal_layers)
+  if name == "pfedgpa":
+    from fedjax_gen.pfedgpa import PFedGPAOptions, pfedgpa  # imports algorithms.base
+    return pfedgpa(loss_fn, client_opt, params, pfedgpa_options or PFedGPAOptions(),
+                   clients_per_round=clients_per_round)
   if name == "fedprox":
     return fedprox(loss_fn, client_opt, server_opt, mu=prox_mu)
   if name == "scaffold":

@@ -26,6 +26,7 @@ tolerance; `tests/engine/test_simulation.py` checks it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -98,12 +99,17 @@ class Simulation:
       and client states (e.g. `NamedSharding(mesh, P("clients"))`).
     train_ids: the clients that may be sampled (default all); the others are held out as
       newcomers, who never train.
+    time_split: block after each part of a round whose algorithm has a `server_post`, and
+      record the seconds of each in `last_timing` (`{"client_s", "server_s"}`: the
+      clients' local updates with the aggregation, then the server's extra work).
   """
 
   def __init__(self, alg: FederatedAlgorithm, train, schedule: LocalSchedule, *,
                clients_per_round: int, plan: ExecutionPlan | None = None,
-               has_conv: bool = True, sharding=None, train_ids=None):
+               has_conv: bool = True, sharding=None, train_ids=None,
+               time_split: bool = False):
     self.alg, self.schedule = alg, schedule
+    self.time_split, self.last_timing = time_split, None
     self.num_clients = int(train.count.shape[0])
     self.train_ids = np.arange(self.num_clients) if train_ids is None else np.asarray(train_ids)
     if not 1 <= clients_per_round <= len(self.train_ids):
@@ -134,6 +140,8 @@ class Simulation:
     self._finish = jax.jit(self._aggregate, donate_argnums=(2,))
     self._sample = jax.jit(self._sample_ids)
     self._adapt = jax.jit(self._adapt_clients, static_argnames=("adaptation", "steps"))
+    self._post = (None if alg.server_post is None
+                  else jax.jit(self._server_post, donate_argnums=(1,)))
 
   @staticmethod
   def _squeezed(f, in_axes):
@@ -216,6 +224,11 @@ class Simulation:
     uploads, new_states, metrics = (_concat(list(r)) for r in zip(*results))
     return self._finish(self.data, server, client_states, ids, uploads, new_states, metrics)
 
+  # --- the server's second computation (pFedGPA) -------------------------------------
+  def _server_post(self, server, client_states, ids):
+    server, sampled = self.alg.server_post(server, _take(client_states, ids))
+    return server, _put(client_states, ids, sampled)
+
   # --- adaptation without aggregation (fine-tuning, newcomers) ------------------------
   def _adapt_clients(self, population, server, client_states, ids, key, *, adaptation,
                      steps):
@@ -241,6 +254,18 @@ class Simulation:
   # --- public --------------------------------------------------------------------------
   def round(self, server, client_states, key) -> tuple[PyTree, PyTree, RoundMetrics]:
     """One federated round. `client_states` is consumed (its buffers are donated)."""
+    t0 = time.perf_counter()
     if self.plan.fused:
-      return self._round_fused(self.data, server, client_states, key)
-    return self._host_round(server, client_states, key)
+      server, client_states, metrics = self._round_fused(self.data, server, client_states, key)
+    else:
+      server, client_states, metrics = self._host_round(server, client_states, key)
+    if self._post is None:
+      return server, client_states, metrics
+    if self.time_split:
+      jax.block_until_ready((server, client_states))
+    t1 = time.perf_counter()
+    server, client_states = self._post(server, client_states, metrics.client_ids)
+    if self.time_split:
+      jax.block_until_ready((server, client_states))
+      self.last_timing = {"client_s": t1 - t0, "server_s": time.perf_counter() - t1}
+    return server, client_states, metrics

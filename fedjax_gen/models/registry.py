@@ -10,17 +10,19 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_gen.models.cnn import CNN4, SimpleCNN, conv_pool_output_hw
+from fedjax_gen.models.fedpac_cnn import FedPACCNN
 from fedjax_gen.models.mlp import MLP
 from fedjax_gen.models.resnet import ResNet18
 
 Params = Any  # a pytree (nested dict) of jnp arrays
 
-MODELS = ("mlp", "simple_cnn", "cnn4", "resnet18")
+MODELS = ("mlp", "simple_cnn", "cnn4", "fedpac_cnn", "resnet18")
 
 _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "simple_cnn": SimpleCNN,
     "cnn4": CNN4,
+    "fedpac_cnn": FedPACCNN,
     "resnet18": ResNet18,
 }
 
@@ -28,7 +30,7 @@ _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
 def _supports(name: str, input_shape: tuple[int, ...]) -> bool:
   """Whether model ``name`` can take one example of shape (H, W, C)."""
   h, w, _ = input_shape
-  if name in ("simple_cnn", "cnn4"):  # two VALID 5x5 conv + 2x2 pool blocks
+  if name in ("simple_cnn", "cnn4", "fedpac_cnn"):  # two VALID 5x5 conv + 2x2 pool blocks
     return conv_pool_output_hw(h) >= 1 and conv_pool_output_hw(w) >= 1
   return True  # mlp: any; resnet18: SAME padding, any size
 
