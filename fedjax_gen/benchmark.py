@@ -202,10 +202,13 @@ def _torch_resnet18():
   return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, CLASSES))
 
 
-def torch_runner(model_name, x, y):
+def torch_runner(model_name, x, y, threads: int | None = None):
+  """`threads`: torch's intra-op threads (default: the cores JAX may use). Where other work
+  shares those cores, its OpenMP threads wait on each other: rounds of the mlp measured
+  160x slower with 2 threads than with 1 on a 2-core machine under such load."""
   import numpy as np
   import torch
-  threads = len(os.sched_getaffinity(0))
+  threads = threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   xs = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device)
@@ -273,7 +276,7 @@ def fedjax_runner(model_name, x, y):
   return round_fn, {"conv_impl": default_conv_impl(), "model_wrapper": "fedjax.Model(flax)"}
 
 
-def make_runner(runner: str, model_name: str, x, y):
+def make_runner(runner: str, model_name: str, x, y, *, torch_threads: int | None = None):
   if runner == "fedjax_gen_auto":
     return fedjax_gen_runner(model_name, x, y, None)
   if runner.startswith("fedjax_gen_chunk"):
@@ -281,7 +284,7 @@ def make_runner(runner: str, model_name: str, x, y):
   if runner in ("jax_loop", "jax_loop_client"):
     return jax_loop_runner(model_name, x, y, per_client=runner == "jax_loop_client")
   if runner == "torch_loop":
-    return torch_runner(model_name, x, y)
+    return torch_runner(model_name, x, y, torch_threads)
   if runner == "fedjax":
     return fedjax_runner(model_name, x, y)
   raise ValueError(f"unknown runner {runner!r}; valid: {RUNNERS}")
@@ -294,9 +297,9 @@ def missing_package(runner: str) -> str | None:
 
 
 def time_rounds(runner: str, model_name: str = "mlp", clients: int = 10, repeats: int = 3,
-                seed: int = 0) -> dict:
+                seed: int = 0, torch_threads: int | None = None) -> dict:
   """Builds `runner` on `clients` random clients, runs one warm-up round (compilation), then
-  `repeats` timed rounds.
+  `repeats` timed rounds. `torch_threads`: see `torch_runner`.
 
   Returns:
     `round_s` (median wall seconds of the timed rounds), `round_s_all`, `first_round_s`,
@@ -307,7 +310,7 @@ def time_rounds(runner: str, model_name: str = "mlp", clients: int = 10, repeats
   if clients < 1 or repeats < 1:
     raise ValueError(f"clients and repeats must be >= 1, got {clients} and {repeats}.")
   x, y = make_data(model_name, clients, seed)
-  round_fn, info = make_runner(runner, model_name, x, y)
+  round_fn, info = make_runner(runner, model_name, x, y, torch_threads=torch_threads)
   t = time.perf_counter()
   round_fn()
   first = time.perf_counter() - t
@@ -324,7 +327,7 @@ def time_rounds(runner: str, model_name: str = "mlp", clients: int = 10, repeats
 
 def compare(model_name: str = "mlp", clients: int = 10,
             runners=("fedjax_gen_auto", "jax_loop", "torch_loop"), repeats: int = 3,
-            seed: int = 0) -> list[dict]:
+            seed: int = 0, torch_threads: int | None = None) -> list[dict]:
   """`time_rounds` of each runner on the same workload, one record per runner with
   `runner`, `model`, `clients` and `status`: "ok" (with the timings and `speedup`, the
   slowest runner's round time over this one's), or "skipped" with the `reason` (a runner
@@ -338,7 +341,7 @@ def compare(model_name: str = "mlp", clients: int = 10,
                       "reason": f"{package} is not installed (pip install {package})"})
       continue
     records.append({**rec, "status": "ok",
-                    **time_rounds(runner, model_name, clients, repeats, seed)})
+                    **time_rounds(runner, model_name, clients, repeats, seed, torch_threads)})
   slowest = max((r["round_s"] for r in records if r["status"] == "ok"), default=None)
   for r in records:
     if r["status"] == "ok":

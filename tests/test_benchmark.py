@@ -34,3 +34,10 @@ def test_bad_arguments_are_clear_errors():
     benchmark.time_rounds("jax_loop", "mlp", clients=2, repeats=0)
   with pytest.raises(ValueError, match="unknown runner"):
     benchmark.time_rounds("numpy_loop", "mlp", clients=2, repeats=1)
+
+
+def test_torch_runner_takes_its_thread_count():
+  pytest.importorskip("torch")
+  (rec,) = benchmark.compare("mlp", clients=2, repeats=1, runners=("torch_loop",),
+                             torch_threads=1)
+  assert rec["status"] == "ok" and rec["info"]["torch_threads"] == 1 and rec["round_s"] > 0
