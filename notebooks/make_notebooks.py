@@ -31,7 +31,8 @@ TITLE = """# {title}
 {intro}"""
 
 INSTALL = """# Install fedjax-gen from the repository (skipped where it is already importable, e.g. in CI).
-# Colab's runtimes come with JAX for their accelerator (TPU, GPU or CPU); pip keeps it.
+# Colab's runtimes come with JAX for their accelerator (TPU, GPU or CPU), which pip keeps
+# where its version fits; the next cell prints the devices JAX sees.
 REPO_URL = "%s"  # placeholder: the repository's URL
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("fedjax_gen") is None:
