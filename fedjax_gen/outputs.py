@@ -66,9 +66,7 @@ _ACCURACY_SERIES = (("global_accuracy", "global (test set)"),
 def plot_accuracy(rows: list[dict], path: str, title: str = "", *,
                   series=_ACCURACY_SERIES, ylabel: str = "accuracy") -> None:
   """Metrics against round (default: global and personalized accuracy), as a PNG."""
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # no matplotlib.use: a notebook keeps its backend
   fig = Figure(figsize=(6, 4))
   ax = fig.add_subplot()
   for key, label in series:
@@ -113,9 +111,7 @@ def plot_runs(runs: dict[str, str], path: str, *, key: str = "global_accuracy",
   A run that never logged `key` is named in the error (e.g. `personalized_accuracy` of a
   run with test_fraction=0).
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib.figure import Figure
+  from matplotlib.figure import Figure  # no matplotlib.use: a notebook keeps its backend
   if not runs:
     raise ValueError("runs is empty; pass {label: workdir, ...}.")
   fig = Figure(figsize=(6, 4))

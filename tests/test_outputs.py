@@ -39,3 +39,24 @@ def test_plot_runs_writes_a_png_and_names_a_missing_metric(tmp_path):
     outputs.plot_runs({"fedavg": a, "scaffold": b}, str(path), key="personalized_accuracy")
   with pytest.raises(ValueError, match="runs is empty"):
     outputs.plot_runs({}, str(path))
+
+
+def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
+  """A notebook's inline backend survives a run's plots (no matplotlib.use, no pyplot)."""
+  import matplotlib
+  import numpy as np
+
+  from fedjax_gen.diffusion.quality import save_sample_grid
+  before = matplotlib.get_backend()
+  matplotlib.use("svg")  # stands for a notebook's backend
+  try:
+    run = _fake_run(tmp_path / "a", [{"round": 1, "global_accuracy": 0.5}])
+    outputs.plot_runs({"a": run}, str(tmp_path / "runs.png"))
+    outputs.plot_accuracy(outputs.read_metrics(run), str(tmp_path / "acc.png"))
+    save_sample_grid(np.zeros((4, 8, 8, 1), np.float32), np.array([0, 0, 1, 1]),
+                     str(tmp_path / "grid.png"), per_class=2)
+    assert matplotlib.get_backend() == "svg"
+    for name in ("runs.png", "acc.png", "grid.png"):
+      assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
+  finally:
+    matplotlib.use(before)

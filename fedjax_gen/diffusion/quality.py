@@ -90,12 +90,10 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 def save_sample_grid(images: np.ndarray, labels: np.ndarray, path: str, *,
                      class_names=None, per_class: int = 10, title: str = "") -> None:
   """A PNG grid: one row per class, up to `per_class` of its samples."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
   classes = np.unique(labels)
-  fig, axes = plt.subplots(len(classes), per_class, squeeze=False,
-                           figsize=(per_class * 0.8 + 1.5, len(classes) * 0.8 + 0.4))
+  fig = Figure(figsize=(per_class * 0.8 + 1.5, len(classes) * 0.8 + 0.4))
+  axes = fig.subplots(len(classes), per_class, squeeze=False)
   for row, c in enumerate(classes):
     idx = np.flatnonzero(labels == c)[:per_class]
     for col in range(per_class):
@@ -111,5 +109,4 @@ def save_sample_grid(images: np.ndarray, labels: np.ndarray, path: str, *,
   fig.subplots_adjust(left=0.12, wspace=0.05, hspace=0.05)
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=80)
-  plt.close(fig)
   os.replace(tmp, path)
