@@ -216,8 +216,10 @@ class-conditional DDPM by federated learning (FedAvg over the UNet; no image lea
 client), looks at its samples, and uses it for Gen-FedSD (each client fills its label gaps
 with synthetic images, then FedAvg trains) and GenFL (the server holds a balanced synthetic
 set, shares part of it, and mixes a model trained on it into aggregation), against FedAvg.
-Digits (8x8) keeps it fast; `ddpm_fmnist` and `genaug_fmnist` are the Fashion-MNIST
-versions (`fedjax-gen run`), and Stable Diffusion is `generator=sd` (see the README).
+Digits (8x8) keeps it small: the full budget took 14 minutes on a busy 2-core CPU (7 of
+them training the DDPM, 6 sampling about 8,000 images; a GPU runtime is much faster), small
+mode about 1.5 minutes. `ddpm_fmnist` and `genaug_fmnist` are the Fashion-MNIST versions
+(`fedjax-gen run`), and Stable Diffusion is `generator=sd` (see the README).
 """) + [
     md("""
 ## Train the federated DDPM
@@ -285,8 +287,11 @@ outputs.plot_runs({alg: os.path.join(WORKDIR, alg) for alg in summaries}, path,
 display(Image(filename=path, width=450))
 """),
     md("""
-The measured Fashion-MNIST numbers (NIID-Bench setting, a DDPM trained for 50 rounds) are
-in `experiments/RESULTS.md`. GenFL's choices where the paper is silent (synthetic set size,
+With the full budget we measured (one seed, 2-core CPU) a DDPM with CAS 0.71 (its samples'
+classes are recognised 71% of the time; real test images: 91%), and global accuracy 0.933
+for FedAvg, 0.956 for Gen-FedSD (about 6,000 images filled in) and 0.916 for GenFL. The
+Fashion-MNIST numbers (NIID-Bench setting, a DDPM trained for 50 rounds) are in
+`experiments/RESULTS.md`. GenFL's choices where the paper is silent (synthetic set size,
 share, the `genfl_lam_policy` schedule, skew-aware weights) are config keys; see
 `fedjax_gen/genaug/genfl.py`.
 """),
