@@ -140,7 +140,7 @@ def write_report(results):
             "normalisation, 50 online DDPM steps, DDIM inversion and denoising of the 16 "
             "uploads); client time: the round's local training and aggregation; both exclude "
             f"round 1 (compilation). CPU: 2 cores shared with other work, jax {jax.__version__}.",
-            "", f"![personalized accuracy per round](results/{NAME}.png)", "",
+            "", f"![personalized accuracy per round, final accuracies](results/{NAME}.png)", "",
             "Re-run or extend: `python experiments/pfedgpa_bench.py --rounds N --seeds 0 1 2`; "
             f"one cell: its `command` in `results/{NAME}.json`.", end]
   block = "\n".join(lines)
@@ -155,26 +155,42 @@ def write_report(results):
 
 
 def _plot(results):
+  """Per split: personalized accuracy per round (seed 0); then bars of the final
+  personalized and new-client accuracy (mean over seeds) of the algorithms and ablations."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
-  panels = [(s, ALGORITHMS, "personalized_accuracy") for s in SPLITS]
-  panels.append(("dir0.1", ("pfedgpa",) + tuple(ABLATIONS), "personalized_accuracy"))
-  fig = Figure(figsize=(3.4 * len(panels), 3.3))
-  for i, (split, variants, metric) in enumerate(panels):
-    ax = fig.add_subplot(1, len(panels), i + 1)
-    for v in variants:
+  splits = [s for s in SPLITS if any(k.startswith(f"{s}/") for k in results)] or ["dir0.1"]
+  fig = Figure(figsize=(3.6 * len(splits) + 6.5, 3.6))
+  grid = fig.add_gridspec(1, len(splits) + 2)
+  for i, split in enumerate(splits):
+    ax = fig.add_subplot(grid[0, i])
+    for v in ALGORITHMS:
       cell = results.get(cell_key(split, v, 0))
-      if cell and cell["curves"].get(metric):
-        ax.plot(*zip(*cell["curves"][metric]), marker="o", markersize=3, label=v)
-    ax.set_title(SPLITS[split][0] + (" ablations" if i == len(panels) - 1 else ""), fontsize=9)
+      if cell and cell["curves"].get("personalized_accuracy"):
+        ax.plot(*zip(*cell["curves"]["personalized_accuracy"]), marker="o", markersize=3,
+                label=v)
+    ax.set_title(SPLITS[split][0], fontsize=9)
     ax.set_ylim(0, 1)
     ax.set_xlabel("round")
+    ax.set_ylabel("personalized accuracy (seed 0)")
     ax.grid(alpha=0.3)
-    if i == 0:
-      ax.set_ylabel("personalized accuracy (seed 0)")
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=6)
+  ax = fig.add_subplot(grid[0, len(splits):])
+  variants = [v for v in ALGORITHMS + tuple(ABLATIONS) if _agg(results, "dir0.1", v,
+                                                                 "personalized_accuracy").size]
+  x = np.arange(len(variants))
+  for j, (metric, label) in enumerate((("personalized_accuracy", "personalized"),
+                                       ("new_client_accuracy", "new client"))):
+    vals = [_agg(results, "dir0.1", v, metric) for v in variants]
+    ax.bar(x + (j - 0.5) * 0.4, [a.mean() if a.size else 0 for a in vals], 0.4,
+           yerr=[a.std() if a.size > 1 else 0 for a in vals], label=label)
+  ax.set_xticks(x, variants, rotation=45, ha="right", fontsize=7)
+  ax.set_ylim(0, 1)
+  ax.set_title("Dir(0.1): final accuracy (algorithms, pFedGPA ablations)", fontsize=9)
+  ax.grid(alpha=0.3, axis="y")
+  ax.legend(fontsize=7)
   fig.tight_layout()
   path = os.path.join(HERE, "results", f"{NAME}.png")
   fig.savefig(path + ".tmp.png", dpi=110)
