@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 
@@ -100,7 +101,8 @@ def bench_sd(args) -> list[dict]:
 def write_report(result: dict, path: str) -> None:
   lines = [BEGIN, "## Sampling throughput", "",
            f"Device: {result['device']} (jax {result['jax']}). Command: "
-           "`python experiments/benchmarks/sampling.py`; compile time excluded (first call "
+           f"`{result.get('command', 'python experiments/benchmarks/sampling.py')}`; compile "
+           "time excluded (first call "
            "shown separately); median of repeats.", "",
            "| generator | steps | batch | images/s | first call (s) |", "|---|---|---|---|---|"]
   for r in result["rows"]:
@@ -132,6 +134,8 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=2)
   args = p.parse_args(argv)
   result = {"device": _device(), "jax": jax.__version__,
+            "command": " ".join(["python", "experiments/benchmarks/sampling.py",
+                                 *(sys.argv[1:] if argv is None else argv)]),
             "rows": bench_ddpm(args) + bench_sd(args)}
   os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
   tag = re.sub(r"[^a-z0-9]+", "_", result["device"].lower()).strip("_")[:40]
