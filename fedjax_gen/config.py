@@ -105,7 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
       pfedgpa_omega=0.5,        # newcomers' guidance weight
       pfedgpa_init_rounds=2,    # newcomers' initialisation rounds I (within newcomer_steps)
       pfedgpa_guidance="update",  # update | as_written (sign of the guidance; see algorithm.py)
-      model="mlp",              # mlp | simple_cnn | cnn4 | fedpac_cnn | resnet18
+      model="mlp",              # mlp | simple_cnn | cnn4 | resnet18 | fedpac_cnn
       conv_impl="auto",         # auto (im2col on CPU, xla elsewhere) | xla | im2col
       seed=0,
       # execution

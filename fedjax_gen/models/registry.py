@@ -16,7 +16,7 @@ from fedjax_gen.models.resnet import ResNet18
 
 Params = Any  # a pytree (nested dict) of jnp arrays
 
-MODELS = ("mlp", "simple_cnn", "cnn4", "fedpac_cnn", "resnet18")
+MODELS = ("mlp", "simple_cnn", "cnn4", "resnet18", "fedpac_cnn")
 
 _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,

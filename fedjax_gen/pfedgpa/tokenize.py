@@ -13,8 +13,8 @@ and everything is traceable (`jit`, `vmap` over a client axis).
 Padding rules (`pad`) when the selected scalars D do not fill whole tokens:
   "end"    one zero-padded tail after all layers (the default; fewest tokens);
   "layer"  each layer (leaf) padded on its own, so no token mixes two layers;
-  "none"   no padding: D (or every leaf, never: only D) must be a multiple of token_size,
-           else a ValueError before any training.
+  "none"   no padding: D must be a multiple of token_size, else a ValueError before any
+           training.
 
 Normalisation (`fit_stats`, `normalize`, `denormalize`): `x_norm = (x - mean) / std` with
 per-scalar `mean`, `std` vectors `[D]`, fitted on a buffer of flattened uploads:
