@@ -16,7 +16,8 @@ import os
 import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BEGIN, END = "<!-- ddpm_fmnist:begin -->", "<!-- ddpm_fmnist:end -->"
+NAME = "ddpm_fmnist"  # its section of RESULTS.md
+BEGIN, END = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
 # name -> overrides of the built-in `ddpm_fmnist` config
 RUNS = {
     "federated": [],
@@ -49,7 +50,7 @@ def collect(name: str, workdir: str) -> dict:
 
 
 def write_report(results: dict) -> None:
-  from fedjax_gen.outputs import atomic_write
+  from fedjax_gen.outputs import write_marked_section
   lines = [BEGIN, "## Class-conditional DDPM on Fashion-MNIST (issue 5)", "",
            "A UNet noise predictor (`fedjax_gen/models/unet.py`) trained with the DDPM loss. "
            "**Federated**: FedAvg over the UNet's parameters through the fedjax-gen engine, "
@@ -87,14 +88,8 @@ def write_report(results: dict) -> None:
                "resumes) or a wider UNet on a GPU is the way to the target."), ""]
   lines += [f"![{name} samples](results/ddpm_fmnist_{name}_samples.png)" for name in results]
   lines.append(END)
-  block = "\n".join(lines)
-  path = os.path.join(HERE, "RESULTS.md")
-  text = open(path).read()
-  if BEGIN in text:
-    text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  atomic_write(path, text)
+  write_marked_section(os.path.join(HERE, "RESULTS.md"), NAME, "\n".join(lines),
+                       heading="# Results")
 
 
 def main(argv=None) -> int:

@@ -104,7 +104,7 @@ def _timing(results, split, variant):
 
 def write_report(results):
   import jax
-  from fedjax_gen.outputs import atomic_write
+  from fedjax_gen.outputs import write_marked_section
   begin, end = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
   lines = [begin, "## pFedGPA, Fashion-MNIST (personalized and new-client accuracy, %)", "",
            "Setup of `fedjax_gen/configs/pfedgpa_fmnist.py`: PFLlib's client split (20 clients, "
@@ -143,14 +143,8 @@ def write_report(results):
             "", f"![personalized accuracy per round, final accuracies](results/{NAME}.png)", "",
             "Re-run or extend: `python experiments/pfedgpa_bench.py --rounds N --seeds 0 1 2`; "
             f"one cell: its `command` in `results/{NAME}.json`.", end]
-  block = "\n".join(lines)
-  path = os.path.join(HERE, "RESULTS.md")
-  text = open(path).read() if os.path.exists(path) else "# Results\n"
-  if begin in text:
-    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  atomic_write(path, text)
+  write_marked_section(os.path.join(HERE, "RESULTS.md"), NAME, "\n".join(lines),
+                       heading="# Results")
   _plot(results)
 
 

@@ -102,7 +102,7 @@ def _cell_text(table: Table, cell: dict | None, published) -> str:
 
 def write_report(table: Table, results: dict) -> None:
   import jax
-  from fedjax_gen.outputs import atomic_write
+  from fedjax_gen.outputs import write_marked_section
   begin, end = f"<!-- {table.name}:begin -->", f"<!-- {table.name}:end -->"
   lines = [begin, f"## {table.title}", "", table.setup, "",
            "Each cell: published / **measured** (mean ± std over seeds where several) [rounds "
@@ -134,14 +134,8 @@ def write_report(table: Table, results: dict) -> None:
             f"Re-run or extend: `python experiments/{table.name.split('_')[0]}_bench.py "
             "--rounds N`; one cell: the `command` of that cell in "
             f"`results/{table.name}.json`.", end]
-  block = "\n".join(lines)
-  path = os.path.join(HERE, "RESULTS.md")
-  text = open(path).read() if os.path.exists(path) else "# Results\n"
-  if begin in text:
-    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  atomic_write(path, text)
+  write_marked_section(os.path.join(HERE, "RESULTS.md"), table.name, "\n".join(lines),
+                       heading="# Results")
   _plot(table, results)
 
 

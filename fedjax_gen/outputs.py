@@ -21,6 +21,19 @@ def atomic_write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def write_marked_section(path: str, name: str, block: str, *, heading: str) -> None:
+  """Replaces the `<!-- name:begin -->` .. `<!-- name:end -->` section of the markdown file
+  `path` with `block` (which carries those markers), or appends it; a missing file starts
+  with `heading`. Written atomically: the results and benchmark reports use it."""
+  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+  text = open(path).read() if os.path.exists(path) else heading + "\n"
+  if begin in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+  else:
+    text = text.rstrip() + "\n\n" + block + "\n"
+  atomic_write(path, text)
+
+
 def _clean(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
     return None

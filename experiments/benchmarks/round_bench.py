@@ -500,16 +500,8 @@ def report_section(datasets: dict) -> str:
 
 def write_section(name: str, block: str, path: str = BENCHMARKS_MD) -> None:
   """Replaces `<!-- name:begin -->` .. `<!-- name:end -->` in BENCHMARKS.md (or appends)."""
-  begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-  text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-  if begin in text:
-    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  from fedjax_gen.outputs import write_marked_section
+  write_marked_section(path, name, block, heading="# Benchmarks")
 
 
 def plot(d: dict, path: str) -> None:

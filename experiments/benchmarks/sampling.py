@@ -28,7 +28,8 @@ import jax
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BEGIN, END = "<!-- sampling:begin -->", "<!-- sampling:end -->"
+NAME = "sampling"  # its section of BENCHMARKS.md
+BEGIN, END = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
 
 
 def _device() -> str:
@@ -112,14 +113,8 @@ def write_report(result: dict, path: str) -> None:
       lines.append(f"| {r['generator']} | {r['steps']} | {r['batch']} | "
                    f"{r['images_per_s']:.2f} | {r['first_call_s']:.1f} |")
   lines.append(END)
-  block = "\n".join(lines)
-  text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-  if BEGIN in text:
-    text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  from fedjax_gen.outputs import atomic_write
-  atomic_write(path, text)
+  from fedjax_gen.outputs import write_marked_section
+  write_marked_section(path, NAME, "\n".join(lines), heading="# Benchmarks")
 
 
 def main(argv=None) -> int:
