@@ -79,13 +79,21 @@ _ACCURACY_SERIES = (("global_accuracy", "global (test set)"),
 def plot_accuracy(rows: list[dict], path: str, title: str = "", *,
                   series=_ACCURACY_SERIES, ylabel: str = "accuracy") -> None:
   """Metrics against round (default: global and personalized accuracy), as a PNG."""
+  curves = [(label, _points(rows, key)) for key, label in series]
+  _save_round_plot([(label, pts) for label, pts in curves if pts], path, title, ylabel)
+
+
+def _points(rows: list[dict], key: str) -> list[tuple]:
+  return [(r["round"], r[key]) for r in rows if r.get(key) is not None]
+
+
+def _save_round_plot(curves, path: str, title: str, ylabel: str) -> None:
+  """`curves` ([(label, [(round, value), ...]), ...]) against round, written atomically."""
   from matplotlib.figure import Figure  # no matplotlib.use: a notebook keeps its backend
   fig = Figure(figsize=(6, 4))
   ax = fig.add_subplot()
-  for key, label in series:
-    pts = [(r["round"], r[key]) for r in rows if r.get(key) is not None]
-    if pts:
-      ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
+  for label, pts in curves:
+    ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
   ax.set_xlabel("round")
   ax.set_ylabel(ylabel)
   ax.set_title(title)
@@ -124,23 +132,14 @@ def plot_runs(runs: dict[str, str], path: str, *, key: str = "global_accuracy",
   A run that never logged `key` is named in the error (e.g. `personalized_accuracy` of a
   run with test_fraction=0).
   """
-  from matplotlib.figure import Figure  # no matplotlib.use: a notebook keeps its backend
   if not runs:
     raise ValueError("runs is empty; pass {label: workdir, ...}.")
-  fig = Figure(figsize=(6, 4))
-  ax = fig.add_subplot()
+  curves = []
   for label, workdir in runs.items():
-    pts = [(r["round"], r[key]) for r in read_metrics(workdir) if r.get(key) is not None]
+    rows = read_metrics(workdir)
+    pts = _points(rows, key)
     if not pts:
       raise ValueError(f"Run {label!r} ({workdir}) logged no {key!r}; keys it logged: "
-                       f"{', '.join(sorted({k for r in read_metrics(workdir) for k in r}))}.")
-    ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
-  ax.set_xlabel("round")
-  ax.set_ylabel(ylabel or key.replace("_", " "))
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-plot.png")
-  fig.savefig(tmp, dpi=120)
-  os.replace(tmp, path)
+                       f"{', '.join(sorted({k for r in rows for k in r}))}.")
+    curves.append((label, pts))
+  _save_round_plot(curves, path, title, ylabel or key.replace("_", " "))
