@@ -15,7 +15,8 @@ of the round train, example-weighted mean (FedAvg, server SGD(1)).
 Runners (`RUNNERS`, or `fedjax_gen_chunk<k>`): `fedjax_gen_auto` (`Simulation` with its
 automatic plan, as `fedjax-gen run` builds it), `fedjax_gen_chunk<k>` (the fused round, k
 clients per vmapped chunk, `chunkall`: all), `jax_loop` (a jitted SGD step, Python loops
-over steps and clients), `jax_loop_client` (one jitted function per client), `torch_loop`
+over steps and clients), `jax_loop_client` (one jitted function per client; it and the
+forced chunks scan their steps, so they take `scanned_conv_impl`), `torch_loop`
 (PFLlib-style PyTorch; needs `torch`) and `fedjax` (FedJAX 0.0.17; needs `fedjax`).
 """
 
@@ -38,10 +39,20 @@ def input_shape(model_name: str) -> tuple[int, int, int]:
   return (32, 32, 3) if model_name == "resnet18" else (28, 28, 1)
 
 
-def default_conv_impl() -> str:
-  """The models' default convolution (config `conv_impl="auto"`): im2col on CPU."""
-  import jax
-  return "im2col" if jax.default_backend() == "cpu" else "xla"
+def default_conv_impl(model_name: str) -> str:
+  """The model's default convolution (config `conv_impl="auto"`, see `models/conv.py`):
+  im2col on CPU for narrow convolutions, else native; "none" for the MLP."""
+  from fedjax_gen import models
+  model = models.get_model(model_name, num_classes=CLASSES, input_shape=input_shape(model_name),
+                           conv_impl="auto")
+  return getattr(model, "conv_impl", "none")
+
+
+def scanned_conv_impl(model_name: str) -> str:
+  """The convolution for runners whose local steps run in a loop (`scan`/`fori_loop`):
+  im2col on CPU, where the native one is ~10x slower there (see `models/conv.py`)."""
+  from fedjax_gen.models import resolve_conv_impl
+  return "none" if model_name == "mlp" else resolve_conv_impl("auto", scanned=True)
 
 
 def make_data(model_name: str, clients: int, seed: int = 0):
@@ -90,7 +101,7 @@ def fedjax_gen_runner(model_name, x, y, chunk):
   from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation,
                                  masked_cross_entropy, uses_conv)
   clients = len(x)
-  conv_impl = default_conv_impl()
+  conv_impl = default_conv_impl(model_name) if chunk is None else scanned_conv_impl(model_name)
   apply_fn, params = flax_model(model_name, conv_impl)
   plan = None
   if chunk is not None:
@@ -114,7 +125,7 @@ def jax_loop_runner(model_name, x, y, per_client: bool):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  conv_impl = default_conv_impl()
+  conv_impl = scanned_conv_impl(model_name) if per_client else default_conv_impl(model_name)
   apply_fn, server = flax_model(model_name, conv_impl)
   opt, step = sgd_step_fn(apply_fn)
   x_dev, y_dev = jax.device_put(x), jax.device_put(y)
@@ -255,7 +266,7 @@ def fedjax_runner(model_name, x, y):
   import jax
   import optax
   from fedjax.algorithms import fed_avg
-  apply_fn, params = flax_model(model_name, default_conv_impl())
+  apply_fn, params = flax_model(model_name, default_conv_impl(model_name))
   model = fedjax.Model(
       init=lambda rng: params,
       apply_for_train=lambda p, batch, rng=None: apply_fn(p, batch["x"]),
@@ -273,7 +284,8 @@ def fedjax_runner(model_name, x, y):
   def round_fn():
     state[0], _ = alg.apply(state[0], clients)
     jax.block_until_ready(state[0].params)
-  return round_fn, {"conv_impl": default_conv_impl(), "model_wrapper": "fedjax.Model(flax)"}
+  return round_fn, {"conv_impl": default_conv_impl(model_name),
+                    "model_wrapper": "fedjax.Model(flax)"}
 
 
 def make_runner(runner: str, model_name: str, x, y, *, torch_threads: int | None = None):
@@ -296,6 +308,26 @@ def missing_package(runner: str) -> str | None:
   return package if package and importlib.util.find_spec(package) is None else None
 
 
+def time_round(round_fn) -> tuple[float, float]:
+  """Wall and process-CPU seconds of one `round_fn()`."""
+  t, c = time.perf_counter(), time.process_time()
+  round_fn()
+  return time.perf_counter() - t, time.process_time() - c
+
+
+def _summary(first: float, times: list[float]) -> dict:
+  median = statistics.median(times)
+  return {"round_s": median, "round_s_all": times, "first_round_s": first,
+          "compile_s": max(first - median, 0.0)}
+
+
+def _check(model_name: str, clients: int, repeats: int) -> None:
+  if model_name not in MODELS:
+    raise ValueError(f"Unknown model {model_name!r}; valid: {', '.join(MODELS)}.")
+  if clients < 1 or repeats < 1:
+    raise ValueError(f"clients and repeats must be >= 1, got {clients} and {repeats}.")
+
+
 def time_rounds(runner: str, model_name: str = "mlp", clients: int = 10, repeats: int = 3,
                 seed: int = 0, torch_threads: int | None = None) -> dict:
   """Builds `runner` on `clients` random clients, runs one warm-up round (compilation), then
@@ -305,34 +337,29 @@ def time_rounds(runner: str, model_name: str = "mlp", clients: int = 10, repeats
     `round_s` (median wall seconds of the timed rounds), `round_s_all`, `first_round_s`,
     `compile_s` (first round minus the median), `clients_per_s` and the runner's `info`.
   """
-  if model_name not in MODELS:
-    raise ValueError(f"Unknown model {model_name!r}; valid: {', '.join(MODELS)}.")
-  if clients < 1 or repeats < 1:
-    raise ValueError(f"clients and repeats must be >= 1, got {clients} and {repeats}.")
+  _check(model_name, clients, repeats)
   x, y = make_data(model_name, clients, seed)
   round_fn, info = make_runner(runner, model_name, x, y, torch_threads=torch_threads)
-  t = time.perf_counter()
-  round_fn()
-  first = time.perf_counter() - t
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    round_fn()
-    times.append(time.perf_counter() - t)
-  median = statistics.median(times)
-  return {"round_s": median, "round_s_all": times, "first_round_s": first,
-          "compile_s": max(first - median, 0.0), "clients_per_s": clients / median,
-          "info": info}
+  first = time_round(round_fn)[0]
+  rec = _summary(first, [time_round(round_fn)[0] for _ in range(repeats)])
+  return {**rec, "clients_per_s": clients / rec["round_s"], "info": info}
 
 
 def compare(model_name: str = "mlp", clients: int = 10,
             runners=("fedjax_gen_auto", "jax_loop", "torch_loop"), repeats: int = 3,
             seed: int = 0, torch_threads: int | None = None) -> list[dict]:
-  """`time_rounds` of each runner on the same workload, one record per runner with
-  `runner`, `model`, `clients` and `status`: "ok" (with the timings and `speedup`, the
-  slowest runner's round time over this one's), or "skipped" with the `reason` (a runner
-  whose package is not installed)."""
-  records = []
+  """Times each runner on the same workload, one record per runner with `runner`, `model`,
+  `clients` and `status`: "ok" (with `time_rounds`'s timings and `speedup`, the slowest
+  runner's round time over this one's), or "skipped" with the `reason` (a runner whose
+  package is not installed).
+
+  Every runner is built and warmed up first; then the timed rounds are interleaved (round
+  r of every runner, in an order rotated each time, before round r+1 of any), so load that
+  changes slowly -- other jobs on a shared machine -- falls on all runners alike.
+  """
+  _check(model_name, clients, repeats)
+  records, built = [], {}
+  x, y = make_data(model_name, clients, seed)
   for runner in runners:
     rec = {"runner": runner, "model": model_name, "clients": clients}
     package = missing_package(runner)
@@ -340,8 +367,18 @@ def compare(model_name: str = "mlp", clients: int = 10,
       records.append({**rec, "status": "skipped",
                       "reason": f"{package} is not installed (pip install {package})"})
       continue
-    records.append({**rec, "status": "ok",
-                    **time_rounds(runner, model_name, clients, repeats, seed, torch_threads)})
+    round_fn, info = make_runner(runner, model_name, x, y, torch_threads=torch_threads)
+    built[runner] = (round_fn, time_round(round_fn)[0], [])
+    records.append({**rec, "status": "ok", "info": info})
+  order = list(built)
+  for r in range(repeats if order else 0):
+    for runner in order[r % len(order):] + order[:r % len(order)]:
+      built[runner][2].append(time_round(built[runner][0])[0])
+  for rec in records:
+    if rec["status"] == "ok":
+      _, first, times = built[rec["runner"]]
+      rec.update(_summary(first, times))
+      rec["clients_per_s"] = clients / rec["round_s"]
   slowest = max((r["round_s"] for r in records if r["status"] == "ok"), default=None)
   for r in records:
     if r["status"] == "ok":

@@ -160,9 +160,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- model and algorithm -----------------------------------------------------------
   example_shape = fed.train.x.shape[2:]
-  conv_impl = models.resolve_conv_impl(config.conv_impl)
+  conv_impl = config.conv_impl
+  if conv_impl == "auto" and config.steps_per_call == 0:  # a forced fused (scanned) round
+    conv_impl = models.resolve_conv_impl("auto", scanned=True)
   model = models.get_model(config.model, num_classes=fed.num_classes,
                            input_shape=example_shape, conv_impl=conv_impl)
+  conv_impl = getattr(model, "conv_impl", "none")  # "auto" resolved for this model
   apply_fn = lambda params, x: model.apply({"params": params}, x)
   params = models.init_params(model, example_shape, jax.random.key(config.seed))
   if config.algorithm in ("genfl", "aigc_only"):

@@ -41,3 +41,14 @@ def test_torch_runner_takes_its_thread_count():
   (rec,) = benchmark.compare("mlp", clients=2, repeats=1, runners=("torch_loop",),
                              torch_threads=1)
   assert rec["status"] == "ok" and rec["info"]["torch_threads"] == 1 and rec["round_s"] > 0
+
+
+def test_compare_warms_every_runner_up_then_interleaves_the_timed_rounds(monkeypatch):
+  calls = []
+  monkeypatch.setattr(benchmark, "make_runner", lambda runner, *a, **k: (
+      lambda: calls.append(runner), {"fake": runner}))
+  records = benchmark.compare("mlp", clients=2, repeats=3, runners=("a", "b", "c"))
+  assert calls == ["a", "b", "c",            # warm-up (compilation) of each
+                   "a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated each repeat
+  assert [r["info"] for r in records] == [{"fake": n} for n in "abc"]
+  assert all(len(r["round_s_all"]) == 3 for r in records)

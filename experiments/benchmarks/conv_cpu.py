@@ -5,28 +5,35 @@ of unequal size (from `--examples`/8 up to `--examples` 28x28x1 examples, as lab
 partitions give), 1 local epoch of batch 64 -- for each model, under every combination of
 conv implementation (native XLA / im2col) and execution plan (fused: one jitted round,
 scanned steps, all clients vmapped or one client per chunk; host: clients one at a time,
-blocks of 10 unrolled steps), all in one process, and prints examples/s. The engine's
-automatic choice (`auto_plan`, `conv_impl="auto"`) is set from this.
+blocks of 10 unrolled steps), all in one process, and prints examples/s (examples processed
+by local steps, padded ones included; the median of `--repeats` rounds, timed interleaved
+across the combinations of a model). The engine's automatic choice (`auto_plan`,
+`conv_impl="auto"`) is set from this.
 
     python experiments/benchmarks/conv_cpu.py --models simple_cnn cnn4
+    # round_bench's workload: 10 clients x 10 local steps of batch 32
+    python experiments/benchmarks/conv_cpu.py --models simple_cnn fedpac_cnn cnn4 \
+        --clients 10 --examples 320 --batch 32 --local-steps 10 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import statistics
 
 import jax
 import numpy as np
 
 from fedjax_gen import models
 from fedjax_gen.algorithms import make_algorithm
+from fedjax_gen.benchmark import time_round
 from fedjax_gen.data import ClientArrays
 from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy)
 
 
-def round_throughput(model_name, conv_impl, plan, clients, examples, repeats):
+def build_round(model_name, conv_impl, plan, clients, examples, batch=64, local_steps=0):
+  """`(round_fn, examples_per_round)`; the round is compiled (one round run) already."""
   rng = np.random.default_rng(0)
   counts = np.linspace(examples // 8, examples, clients).astype(np.int32)
   train = ClientArrays(rng.random((clients, examples, 28, 28, 1), np.float32),
@@ -37,15 +44,27 @@ def round_throughput(model_name, conv_impl, plan, clients, examples, repeats):
   params = models.init_params(model, (28, 28, 1), jax.random.key(0))
   alg = make_algorithm("fedavg", masked_cross_entropy(apply_fn), lr=0.01, momentum=0.9,
                        num_clients=clients)
-  sim = Simulation(alg, train, LocalSchedule(64, 1, 0), clients_per_round=clients, plan=plan)
-  server, states = sim.init(params)
-  server, states, m = sim.round(server, states, jax.random.key(0))  # compile
-  jax.block_until_ready(server)
-  t = time.perf_counter()
+  sim = Simulation(alg, train, LocalSchedule(batch, 1, local_steps), clients_per_round=clients,
+                   plan=plan)
+  state = list(sim.init(params))
+  keys = iter(jax.random.split(jax.random.key(0), 10_000))
+
+  def round_fn():
+    state[:2] = sim.round(state[0], state[1], next(keys))[:2]
+    jax.block_until_ready(state[0])
+  round_fn()  # compile
+  return round_fn, int(sim.schedule.num_steps(counts).sum()) * batch
+
+
+def interleaved_throughput(rounds: dict, repeats: int) -> dict:
+  """examples/s of each `(round_fn, examples)` of `rounds`, from the median of `repeats`
+  rounds timed interleaved (every variant's round r, in a rotated order, before any r+1),
+  so load that changes slowly -- other work on a shared CPU -- falls on all alike."""
+  names, times = list(rounds), {k: [] for k in rounds}
   for r in range(repeats):
-    server, states, m = sim.round(server, states, jax.random.key(r + 1))
-  jax.block_until_ready(server)
-  return repeats * int(counts.sum()) / (time.perf_counter() - t)
+    for k in names[r % len(names):] + names[:r % len(names)]:
+      times[k].append(time_round(rounds[k][0])[0])
+  return {k: rounds[k][1] / statistics.median(times[k]) for k in names}
 
 
 def main():
@@ -55,21 +74,29 @@ def main():
   parser.add_argument("--clients", type=int, default=4)
   parser.add_argument("--examples", type=int, default=1280)
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--local-steps", type=int, default=0,
+                      help="> 0: this many local steps per client instead of 1 epoch")
   args = parser.parse_args()
   plans = {"fused": ExecutionPlan(args.clients, 0), "fused1": ExecutionPlan(1, 0),
            "host": ExecutionPlan(1, 10)}
   print(f"backend={jax.default_backend()} devices={jax.devices()}")
   results = {}
   for name in args.models:
-    for conv in ("xla", "im2col"):
-      for plan_name, plan in plans.items():
-        ex_s = round_throughput(name, conv, plan, args.clients, args.examples, args.repeats)
-        results[f"{name}/{conv}/{plan_name}"] = ex_s
-        print(f"{name:11s} conv={conv:7s} plan={plan_name:6s} {ex_s:9.0f} examples/s",
-              flush=True)
+    rounds = {f"{name}/{conv}/{plan_name}": build_round(
+                  name, conv, plan, args.clients, args.examples, args.batch, args.local_steps)
+              for conv in ("xla", "im2col") for plan_name, plan in plans.items()}
+    for key, ex_s in interleaved_throughput(rounds, args.repeats).items():
+      results[key] = ex_s
+      _, conv, plan_name = key.split("/")
+      print(f"{name:11s} conv={conv:7s} plan={plan_name:6s} {ex_s:9.0f} examples/s",
+            flush=True)
     best = max((k for k in results if k.startswith(name)), key=results.get)
+    auto = getattr(models.get_model(name, num_classes=10, input_shape=(28, 28, 1),
+                                    conv_impl="auto"), "conv_impl", None)
     print(f"{name}: fastest {best}; im2col+fused1 / xla+host = "
-          f"{results[f'{name}/im2col/fused1'] / results[f'{name}/xla/host']:.2f}x")
+          f"{results[f'{name}/im2col/fused1'] / results[f'{name}/xla/host']:.2f}x; "
+          f"conv_impl='auto' picks {auto}")
   print(json.dumps(results))
 
 

@@ -6,14 +6,16 @@ of batch 32; all clients of the round take part; the server takes the example-we
 mean (FedAvg, server SGD(1)). Runners, all on the same architectures:
 
 * `fedjax_gen_auto`: `Simulation` with `auto_plan` and the model's default convolution
-  (im2col on CPU, native elsewhere), as `fedjax-gen run` builds it;
+  (`conv_impl="auto"`: on CPU im2col for narrow convolutions, native for wide ones, see
+  `fedjax_gen/models/conv.py`; native elsewhere), as `fedjax-gen run` builds it;
 * `fedjax_gen_chunk<k>`: the fused one-jit round with k clients per vmapped chunk
   (`chunkall`: every client of the round in one vmap); skipped where it is auto's plan;
+  im2col convolutions on CPU (in a scanned loop the native one is ~10x slower there);
 * `jax_loop`: FedJAX-style: one jitted SGD step (the batch gathered on the device from the
   client's device-resident data, indices drawn on the host), Python loops over steps and
   clients, the weighted sum accumulated by a jitted add;
-* `jax_loop_client`: one jitted function per client (its 10 steps in a `fori_loop`),
-  a Python loop over clients;
+* `jax_loop_client`: one jitted function per client (its 10 steps in a `fori_loop`, so
+  im2col convolutions on CPU), a Python loop over clients;
 * `torch_loop`: PFLlib style in PyTorch: one client at a time, `load_state_dict` of the
   global model, `torch.optim.SGD`, batches indexed from tensors (no DataLoader, which is
   slower), weighted sum of the clients' state dicts; threads = the cores JAX may use;
@@ -23,7 +25,11 @@ mean (FedAvg, server SGD(1)). Runners, all on the same architectures:
 
 Each measurement (model, clients per round, runner) runs in its own subprocess, so peak
 RSS is its own and a hard timeout can stop it: one warm-up round, whose wall time minus
-the median round is reported as compile time, then the median of `--repeats` rounds.
+the median round is reported as compile time, then the median of `--repeats` rounds. The
+runners of one (model, clients) are timed interleaved: all warm up (one after another) and
+stay alive, then round r of every runner, in an order rotated each time, runs before round
+r+1 of any, so slowly changing load on a shared CPU falls on every runner alike and the
+ratios between them hold even where the absolute times do not.
 Configurations projected to take more than `--max-seconds` (warm-up included) are
 skipped and listed. FLOPs: XLA's `cost_analysis()` of one jitted SGD step (batch 32) of
 the flax model, times steps and clients (the same count for every runner); the device
@@ -31,6 +37,7 @@ peak is the best of a few large f32 matmuls timed in the same run.
 
     python experiments/benchmarks/round_bench.py                 # measure, plot, report
     python experiments/benchmarks/round_bench.py --models mlp --clients 10 --repeats 2
+    python experiments/benchmarks/round_bench.py --models cnn4 --update  # one model again
     python experiments/benchmarks/round_bench.py --report-only   # re-render from the JSON
 
 Writes `results/round_bench_<backend>.json` and `.png` here and its section of
@@ -45,9 +52,11 @@ import json
 import os
 import platform
 import resource
+import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,7 +69,7 @@ if ROOT not in sys.path:  # run as a script from any folder, without an install
 # The workload and the runners live in the library (fedjax_gen/benchmark.py), which times
 # them in-process; this script runs each in its own subprocess and writes the report.
 from fedjax_gen.benchmark import (BATCH, CLASSES, EXAMPLES, LR, MODELS, RUNNERS,  # noqa: E402
-                                  STEPS, default_conv_impl, flax_model, input_shape,
+                                  STEPS, time_round, default_conv_impl, flax_model, input_shape,
                                   make_data, make_runner, sgd_step_fn)
 ASSUMED_EFFICIENCY = 0.25  # share of peak assumed to project a runner never measured
 MIN_CPU_SHARE = 0.85  # below: the measurement waited for other work on its cores; retry
@@ -136,20 +145,7 @@ def device_memory() -> dict:
   return out
 
 
-def measure(spec: dict) -> dict:
-  """Warm-up round, then `repeats` timed rounds of one runner (called in the worker)."""
-  x, y = make_data(spec["model"], spec["clients"])
-  base_rss = rss_mb("VmRSS")
-  round_fn, info = make_runner(spec["runner"], spec["model"], x, y)
-  t = time.perf_counter()
-  round_fn()
-  first = time.perf_counter() - t
-  times, cpu = [], []
-  for _ in range(spec["repeats"]):
-    t, c = time.perf_counter(), time.process_time()
-    round_fn()
-    times.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
+def _record(first, times, cpu, base_rss, info) -> dict:
   median = statistics.median(times)
   return {"round_s": median, "round_s_all": times, "first_round_s": first,
           "round_cpu_s": statistics.median(cpu), "cpu_share": sum(cpu) / sum(times),
@@ -158,19 +154,120 @@ def measure(spec: dict) -> dict:
           "peak_rss_mb": rss_mb(), "device_memory": device_memory(), "info": info}
 
 
+def measure(spec: dict, serve: bool = False) -> dict:
+  """Warm-up round, then `repeats` timed rounds of one runner (called in the worker).
+
+  `serve`: print READY after the warm-up, then time one round per "round" line read from
+  stdin (answering TIME <s>) until another line comes: the driver interleaves the runners.
+  """
+  x, y = make_data(spec["model"], spec["clients"])
+  base_rss = rss_mb("VmRSS")
+  round_fn, info = make_runner(spec["runner"], spec["model"], x, y)
+  first = time_round(round_fn)[0]
+  times, cpu = [], []
+  if serve:
+    print("READY", flush=True)
+    for line in sys.stdin:
+      if line.strip() != "round":
+        break
+      wall, cpu_s = time_round(round_fn)
+      times.append(wall)
+      cpu.append(cpu_s)
+      print(f"TIME {wall}", flush=True)
+  else:
+    for _ in range(spec["repeats"]):
+      wall, cpu_s = time_round(round_fn)
+      times.append(wall)
+      cpu.append(cpu_s)
+  return _record(first, times, cpu, base_rss, info)
+
+
 def worker_main(spec_json: str) -> int:
   spec = json.loads(spec_json)
   if spec["runner"] != "torch_loop":
     import jax  # noqa: F401  (platform selection before any work)
-  print("RESULT " + json.dumps(measure(spec)), flush=True)
+  print("RESULT " + json.dumps(measure(spec, serve=spec.get("serve", False))), flush=True)
   return 0
+
+
+def _worker_cmd(spec: dict):
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  return cmd, env
+
+
+class Worker:
+  """One runner in its own process, serving timed rounds on request (`measure(serve=True)`)."""
+
+  def __init__(self, spec: dict):
+    cmd, env = _worker_cmd({**spec, "serve": True})
+    self.stderr = tempfile.TemporaryFile()
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=self.stderr, env=env, bufsize=0)
+    self.buf = b""
+
+  def ask(self, command: str | None, prefix: str, timeout: float) -> str:
+    """Sends `command` (if any), returns the rest of the first line starting with `prefix`."""
+    if command:
+      self.proc.stdin.write(command.encode() + b"\n")
+    deadline = time.monotonic() + timeout
+    while True:
+      while b"\n" in self.buf:
+        line, self.buf = self.buf.split(b"\n", 1)
+        if line.startswith(prefix.encode()):
+          return line[len(prefix):].decode().strip()
+      left = deadline - time.monotonic()
+      if left <= 0:
+        raise TimeoutError(f"no {prefix} within {timeout:.0f} s")
+      if select.select([self.proc.stdout], [], [], left)[0]:
+        chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+        if not chunk:
+          raise RuntimeError("worker exited")
+        self.buf += chunk
+
+  def failure(self, exc: Exception) -> dict:
+    self.proc.kill()
+    self.proc.wait()
+    if isinstance(exc, TimeoutError):
+      return {"status": "timeout", "reason": str(exc)}
+    self.stderr.seek(0)
+    tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+    return {"status": "failed", "reason": " | ".join(tail or [str(exc)])[-600:]}
+
+
+def measure_group(specs: list[dict], timeout: float) -> list[dict]:
+  """Times the runners of `specs` (one model and clients per round) interleaved: each warms
+  up in its own process, one after another, then round r of every runner (in an order
+  rotated each time) runs before round r+1 of any, so load that changes slowly -- other
+  work on a shared CPU -- falls on all runners alike. Returns a record per spec."""
+  workers, out = {}, [None] * len(specs)
+  for i, spec in enumerate(specs):
+    w = Worker(spec)
+    try:
+      w.ask(None, "READY", timeout)
+      workers[i] = w
+    except (TimeoutError, RuntimeError) as e:
+      out[i] = w.failure(e)
+  for r in range(max((s["repeats"] for s in specs), default=0)):
+    order = [i for i in workers if r < specs[i]["repeats"]]
+    for i in order[r % max(len(order), 1):] + order[:r % max(len(order), 1)]:
+      try:
+        workers[i].ask("round", "TIME", timeout)
+      except (TimeoutError, RuntimeError) as e:
+        out[i] = workers.pop(i).failure(e)
+  for i, w in workers.items():
+    try:
+      out[i] = {"status": "ok", **json.loads(w.ask("end", "RESULT", timeout))}
+      w.proc.wait()
+    except (TimeoutError, RuntimeError, ValueError) as e:
+      out[i] = w.failure(e)
+  return out
 
 
 def run_worker(spec: dict, timeout: float) -> dict:
   """Runs `measure(spec)` in a subprocess; returns its record or the failure."""
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  cmd, env = _worker_cmd(spec)
   t = time.perf_counter()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -208,7 +305,7 @@ def run_uncontended(spec: dict, timeout: float, retries: int) -> dict:
 # --- planning: what to measure, what to skip ----------------------------------------------
 def auto_plan_of(model_name: str, clients: int) -> str:
   from fedjax_gen.engine import auto_plan, uses_conv
-  apply_fn, params = flax_model(model_name, default_conv_impl())
+  apply_fn, params = flax_model(model_name, default_conv_impl(model_name))
   return str(auto_plan(clients, has_conv=uses_conv(apply_fn, params, input_shape(model_name))))
 
 
@@ -312,7 +409,7 @@ def add_ratios(records: list) -> None:
 
 def param_count(model_name: str) -> int:
   from fedjax_gen import models
-  return models.count_params(flax_model(model_name, default_conv_impl())[1])
+  return models.count_params(flax_model(model_name, default_conv_impl(model_name))[1])
 
 
 def check_params(rec: dict, flax_params: int) -> None:
@@ -332,26 +429,38 @@ def measure_all(args, path: str) -> dict:
         f"{info['affinity']}", flush=True)
   peak = peak_flops()
   print(f"peak: {peak['flop_s'] / 1e9:.1f} GFLOP/s ({peak['method']})", flush=True)
-  conv = default_conv_impl()
-  flops = {m: step_flops(m, conv) for m in args.models}
+  conv = {m: default_conv_impl(m) for m in args.models}
+  flops = {m: step_flops(m, conv[m]) for m in args.models}
   params = {m: param_count(m) for m in args.models}
   print("fedjax_gen params: " + ", ".join(f"{m} {n:,}" for m, n in params.items()), flush=True)
   data = {"device": info, "peak": peak, "step_flops": flops, "params": params,
           "flops_method": f"XLA cost_analysis() of one jitted SGD step, batch {BATCH}, "
-                          f"conv_impl={conv}; x {STEPS} steps x clients per round",
+                          f"conv_impl {conv}; x {STEPS} steps x clients per round",
           "workload": {"steps": STEPS, "batch": BATCH, "examples_per_client": EXAMPLES,
                        "lr": LR, "classes": CLASSES,
                        "input_shapes": {m: input_shape(m) for m in args.models}},
           "args": vars(args), "command": " ".join(["python"] + sys.argv),
           "started": datetime.datetime.now().isoformat(timespec="seconds"), "records": []}
+  old = load_results(path) if args.update else {}
+  if old:  # keep the other (model, clients) groups of the saved run, measure these anew
+    redo = {(m, c) for m in args.models for c in args.clients}
+    data["records"] = [r for r in old["records"] if (r["model"], r["clients"]) not in redo]
+    for key in ("step_flops", "params"):
+      data[key] = {**old[key], **data[key]}
+    data["command"] = (f"{old['command']}, then (groups {sorted(redo)} measured again) "
+                       f"{data['command']}")
+    data["started"] = old["started"]
   for model in args.models:
     for clients in sorted(args.clients):
       auto = auto_plan_of(model, clients)
-      for runner in args.runners:
-        rec = measure_one(args, data, model, clients, runner, auto, flops, peak["flop_s"])
-        data["records"].append(rec)
-        add_ratios(data["records"])
-        save_json(path, data)
+      planned = [plan_one(args, data, model, clients, runner, auto, flops, peak["flop_s"])
+                 for runner in args.runners]
+      specs = [spec for _, spec in planned if spec]
+      measured = iter(measure_group(specs, 2 * args.max_seconds + 120))
+      for rec, spec in planned:
+        data["records"].append(finish({**rec, **next(measured)} if spec else rec, data))
+      add_ratios(data["records"])
+      save_json(path, data)
   data["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
   save_json(path, data)
   return data
@@ -377,33 +486,35 @@ def remeasure_contended(args, path: str) -> dict:
   return data
 
 
-def measure_one(args, data, model, clients, runner, auto, flops, peak) -> dict:
+def plan_one(args, data, model, clients, runner, auto, flops, peak) -> tuple[dict, dict | None]:
+  """The record of one (model, clients, runner) and the worker spec that measures it, or
+  None where it is skipped: a duplicate plan, FedJAX on a model it failed on, or projected
+  over `--max-seconds`."""
   rec = {"model": model, "clients": clients, "runner": runner}
   dup = duplicate_reason(runner, clients, auto, args.runners)
   failed = [r for r in data["records"] if r["model"] == model and r["runner"] == runner
             and r["status"] in ("failed", "unsupported")]
   if dup:
-    rec.update(status="duplicate", reason=dup)
-  elif failed and runner == "fedjax":
-    rec.update(status="unsupported", reason=failed[0]["reason"])
-  else:
-    round_flops = clients * STEPS * flops[model]
-    repeats = args.repeats
-    while repeats > 1 and project_seconds(data["records"], model, runner, clients, repeats,
-                                          round_flops, peak) > args.max_seconds:
-      repeats -= 1
-    projected = project_seconds(data["records"], model, runner, clients, repeats,
-                                round_flops, peak)
-    if projected > args.max_seconds:
-      rec.update(status="skipped", reason=f"projected {projected:.0f} s > --max-seconds "
-                 f"{args.max_seconds:.0f}")
-    else:
-      spec = {"model": model, "clients": clients, "runner": runner, "repeats": repeats}
-      rec.update(repeats=repeats, projected_s=projected,
-                 **run_uncontended(spec, 2 * args.max_seconds + 120, args.retries))
-      if rec["status"] == "ok":
-        add_derived(rec, flops, peak)
-        check_params(rec, data["params"][model])
+    return {**rec, "status": "duplicate", "reason": dup}, None
+  if failed and runner == "fedjax":
+    return {**rec, "status": "unsupported", "reason": failed[0]["reason"]}, None
+  round_flops = clients * STEPS * flops[model]
+  repeats = args.repeats
+  while repeats > 1 and project_seconds(data["records"], model, runner, clients, repeats,
+                                        round_flops, peak) > args.max_seconds:
+    repeats -= 1
+  projected = project_seconds(data["records"], model, runner, clients, repeats,
+                              round_flops, peak)
+  if projected > args.max_seconds:
+    return {**rec, "status": "skipped", "reason": f"projected {projected:.0f} s > "
+            f"--max-seconds {args.max_seconds:.0f}"}, None
+  return {**rec, "repeats": repeats, "projected_s": projected}, {**rec, "repeats": repeats}
+
+
+def finish(rec: dict, data: dict) -> dict:
+  if rec["status"] == "ok":
+    add_derived(rec, data["step_flops"], data["peak"]["flop_s"])
+    check_params(rec, data["params"][rec["model"]])
   print(format_record(rec), flush=True)
   return rec
 
@@ -471,10 +582,10 @@ def report_section(datasets: dict) -> str:
            "client-updates/s = clients / round s; GFLOP/s from XLA's cost analysis of one SGD "
            "step (same count for every runner); % peak against a large matmul timed in the "
            "same run; peak RSS: the measuring process's high-water mark (`VmHWM`; each "
-           "measurement runs in its own process, its data included); CPU share: the "
+           "measurement runs in its own process, its data included; the runners of one model and "
+           "clients per round are timed interleaved, round by round); CPU share: the "
            "process's CPU time over wall time in the timed rounds (below the cores used: it "
-           "waited, e.g. for other work on its cores; on CPU a measurement is repeated up to "
-           "`--retries` times while it is below 0.85 per core, and the best kept); × auto: "
+           "waited, e.g. for other work on its cores); × auto: "
            "throughput over fedjax_gen_auto's (above 1: faster than fedjax_gen_auto); "
            "× auto (CPU s): the same with CPU time for wall time, "
            "which discounts waiting for other work on the same cores.", ""]
@@ -567,10 +678,14 @@ def parse_args(argv):
   parser.add_argument("--max-seconds", type=float, default=120.0,
                       help="skip a measurement projected to take longer (warm-up included)")
   parser.add_argument("--retries", type=int, default=1,
-                      help="CPU: measure again while other work shared the cores")
+                      help="with --remeasure-below: attempts per record while other work "
+                           "shared the cores")
   parser.add_argument("--remeasure-below", type=float, default=None, metavar="SHARE",
                       help="only measure again the saved records whose CPU share per core "
                            "was below SHARE (e.g. 0.85), keeping the better attempt")
+  parser.add_argument("--update", action="store_true",
+                      help="measure only --models x --clients again, keeping the saved "
+                           "records of the other groups (ratios compare runners of a group)")
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--note", default="", help="a line shown with this run's table")
   parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -16,6 +16,7 @@ import numpy as np
 
 PARTITIONS = ("iid", "dirichlet", "label_k", "shards", "quantity")
 _MAX_ATTEMPTS = 1000
+_HOPELESS_AFTER = 20  # dirichlet: draws before judging whether success is out of reach
 
 
 def _is_int(value) -> bool:
@@ -109,6 +110,7 @@ def dirichlet(labels, num_clients: int, *, alpha: float, seed: int,
   rng = np.random.default_rng(seed)
   n = len(labels)
   by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+  short = []  # per complete draw: how many clients hold fewer than `need`
   for _ in range(_MAX_ATTEMPTS):
     parts = [[] for _ in range(num_clients)]
     sizes = np.zeros(num_clients, np.int64)
@@ -124,11 +126,30 @@ def dirichlet(labels, num_clients: int, *, alpha: float, seed: int,
     else:
       if sizes.min() >= need:
         return _finish([np.concatenate(q) for q in parts], "dirichlet")
+      short.append(int((sizes < need).sum()))
+      if len(short) == _HOPELESS_AFTER and _hopeless(short):
+        raise ValueError(
+            f"dirichlet partition cannot give every client >= {need} examples (alpha="
+            f"{alpha}, num_clients={num_clients}, N={n}): in {len(short)} draws "
+            f"{min(short)}-{max(short)} clients fell short (mean {np.mean(short):.1f}), so "
+            "a draw with none is out of reach; lower min_size, raise alpha, or lower "
+            "num_clients (or partition fewer clients and split each).")
   raise ValueError(
       f"dirichlet partition found no draw with every client holding >= "
       f"{need} examples in {_MAX_ATTEMPTS} attempts (alpha={alpha}, "
       f"num_clients={num_clients}, N={n}); lower min_size, raise alpha, or "
       "lower num_clients.")
+
+
+def _hopeless(short: list[int]) -> bool:
+  """Whether draws whose shortfall counts were `short` leave a draw with none out of reach:
+  under a negative binomial with their mean and variance (a Poisson if not overdispersed),
+  all `_MAX_ATTEMPTS` draws would give one with probability below 1%."""
+  m, v = float(np.mean(short)), float(np.var(short))
+  if min(short) == 0:
+    return False
+  log_p0 = -m if v <= m else m * m / (v - m) * np.log(m / v)
+  return log_p0 + np.log(_MAX_ATTEMPTS) < np.log(0.01)
 
 
 def label_k(labels, num_clients: int, *, k: int, seed: int

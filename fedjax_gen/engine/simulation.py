@@ -13,11 +13,13 @@ the sampled clients. A round runs under an `ExecutionPlan`:
   CPU, simple-CNN, clients of 300-2400 examples: chunk 1 ran 2.3x faster than chunk 4).
 * `steps_per_call == k > 0` ("host loop"): the same per-client functions, jitted in
   pieces; the host loops over chunks of clients and over blocks of k unrolled local steps,
-  skipping blocks where every client of the chunk is done. The default only for models
+  skipping blocks where every client of the chunk is done and leaving out the step mask
+  in blocks where every client is active. The default only for models
   with native XLA convolutions on CPU, where a scanned, vmapped conv training loop ran
-  3-20x slower than clients one at a time with unrolled steps. With `conv_impl="im2col"`
-  (the CPU default, see `models/conv.py`) the fused plan is faster (1.4x on the workload
-  above).
+  3-20x slower than clients one at a time with unrolled steps. `conv_impl="auto"` (see
+  `models/conv.py`) gives narrow convolutions the im2col form on CPU, which keeps the
+  fused plan fast, and leaves wide ones (PFLlib's CNN4) native, in this plan, where they
+  run 1.2x faster than any im2col plan.
 
 Both paths call the same per-client functions (`engine.local`), so they agree to float
 tolerance; `tests/engine/test_simulation.py` checks it.
@@ -130,10 +132,13 @@ class Simulation:
     chunk_map = self._squeezed if self.plan.chunk_size == 1 else jax.vmap
     k = self.plan.steps_per_call
     self._begin = jax.jit(self._gather_and_begin)
-    self._block = jax.jit(chunk_map(
-        lambda server, c, d, t0: local.run_steps(alg.client_step, schedule, server, c, d, t0, k,
-                                                 loop="unroll"),
-        in_axes=(None, 0, 0, None)), donate_argnums=(1,))
+    self._split = jax.jit(self._split_chunks)
+    # The host loop's block offsets as device scalars, made once: no transfer per round.
+    self._t0 = [jax.device_put(np.int32(t)) for t in range(0, self.max_steps, k or 1)]
+    self._block, self._full_block = (jax.jit(chunk_map(
+        lambda server, c, d, t0, m=masked: local.run_steps(
+            alg.client_step, schedule, server, c, d, t0, k, loop="unroll", masked=m),
+        in_axes=(None, 0, 0, None)), donate_argnums=(1,)) for masked in (True, False))
     self._end = jax.jit(chunk_map(
         lambda server, cs, c, d: local.end(alg, schedule, server, cs, c, d),
         in_axes=(None, 0, 0, 0)))
@@ -208,18 +213,23 @@ class Simulation:
         cstates, keys)
     return cstates, carry, self._client_data(population, ids)
 
+  def _split_chunks(self, ids, keys):
+    size = self.plan.chunk_size
+    return [(ids[s:s + size], keys[s:s + size]) for s in range(0, ids.shape[0], size)]
+
   def _host_round(self, server, client_states, key):
     ids, keys = self._sample(key)
     ids_host = np.asarray(ids)
     k, size = self.plan.steps_per_call, self.plan.chunk_size
     results = []
-    for start in range(0, len(ids_host), size):
-      chunk = slice(start, start + size)
-      cstates, carry, data = self._begin(self.data, server, client_states, ids[chunk],
-                                         keys[chunk])
-      steps = int(self.schedule.num_steps(self.counts[ids_host[chunk]]).max())
-      for t0 in range(0, steps, k):
-        carry = self._block(server, carry, data, jnp.int32(t0))
+    for start, (chunk_ids, chunk_keys) in zip(range(0, len(ids_host), size),
+                                              self._split(ids, keys)):
+      cstates, carry, data = self._begin(self.data, server, client_states, chunk_ids,
+                                         chunk_keys)
+      steps = self.schedule.num_steps(self.counts[ids_host[start:start + size]])
+      for block in range(-(-int(steps.max()) // k)):  # unmasked while every client is active
+        run = self._full_block if (block + 1) * k <= steps.min() else self._block
+        carry = run(server, carry, data, self._t0[block])
       results.append(self._end(server, cstates, carry, data))
     uploads, new_states, metrics = (_concat(list(r)) for r in zip(*results))
     return self._finish(self.data, server, client_states, ids, uploads, new_states, metrics)

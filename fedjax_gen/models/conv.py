@@ -10,14 +10,27 @@ vmapped over clients it becomes a slow grouped convolution; this form ran 4.5x f
 the native one under `scan`, and under `vmap` + `scan` ~4x faster; a fused round with it
 ran 1.07-1.4x faster than the best plan with native convolutions (a host loop of unrolled
 steps). On GPU/TPU keep the native convolution.
+
+The gain is the fused (scanned) round that im2col makes fast; with its steps unrolled the
+native convolution is as fast or faster, and for wide convolutions the patches matrix
+costs more than the scan saves. One FedAvg round on one core (jax 0.10.2, 10 clients x 10
+steps of batch 32, the second command in `experiments/benchmarks/conv_cpu.py`, all plans
+timed interleaved, the other core busy), examples/s of im2col in the fused round over the
+native convolution in the host loop: simple-CNN 0.98x (largest patch kh*kw*cin 5*5*6 =
+150), FedPAC CNN 0.95x (400), PFLlib CNN4 0.82x (800); an earlier sequential run gave
+1.10x, 1.03x and 0.85x. So "auto" on CPU keeps im2col while every convolution's patch is at
+most `IM2COL_MAX_PATCH` (the two are within noise there, and earlier results used im2col),
+and takes the native convolution, run in the host loop, for wider ones.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "im2col")
+IM2COL_MAX_PATCH = 512  # "auto" on CPU: im2col up to this kh*kw*cin (measured, see above)
 
 
 def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -43,12 +56,40 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
                     precision=precision, preferred_element_type=preferred_element_type)
 
 
-def resolve_conv_impl(conv_impl: str) -> str:
-  """"auto" -> "im2col" on CPU (measured: experiments/benchmarks/conv_cpu.py), else "xla"."""
+def resolve_conv_impl(conv_impl: str, max_patch: int = 0, *, scanned: bool = False) -> str:
+  """"auto" -> "im2col" on CPU for convolutions whose largest patch (`max_patch`,
+  kh*kw*cin; 0: unknown) is at most `IM2COL_MAX_PATCH`, or whatever their size if
+  `scanned` (the training steps run in a `scan`/`fori_loop`, where XLA:CPU's native
+  convolution is ~10x slower), else "xla" (see module docstring).
+  """
   if conv_impl == "auto":
     import jax
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
+    cpu = jax.default_backend() == "cpu"
+    return "im2col" if cpu and (scanned or max_patch <= IM2COL_MAX_PATCH) else "xla"
   return conv_impl
+
+
+def max_conv_patch(apply_fn, params, example_shape) -> int:
+  """The largest kh*kw*cin of the native convolutions `apply_fn(params, x)` runs (0: none).
+
+  `params` may be abstract (`jax.eval_shape` output): only the trace is needed.
+  """
+  import jax
+  import jax.extend
+  import jax.numpy as jnp
+  jaxpr = jax.make_jaxpr(apply_fn)(params, jnp.zeros((1, *example_shape)))
+  patches = [0]
+
+  def visit(jx):
+    for eqn in jx.eqns:
+      if eqn.primitive.name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial) positions
+        patches.append(int(np.prod([rhs[d] for d in spec[1:]])))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        visit(sub)
+  visit(jaxpr.jaxpr)
+  return max(patches)
 
 
 def conv_fn(conv_impl: str):

@@ -163,3 +163,10 @@ def test_save_label_heatmap(tmp_path):
   assert os.listdir(path.parent) == ["heat.png"]  # no temp files left
   with pytest.raises(ValueError, match="non-empty"):
     save_label_heatmap(np.zeros(3), str(path))
+
+
+def test_dirichlet_gives_up_early_when_no_draw_can_succeed():
+  labels = np.repeat(np.arange(10), 100)  # 1,000 examples, 10 per client on average
+  with pytest.raises(ValueError, match=r"cannot give every client >= 8 examples .* in 20 "
+                                       r"draws .* out of reach; lower min_size, raise alpha"):
+    dirichlet(labels, 100, alpha=0.1, seed=0, min_size=8)  # judged after 20, not 1,000

@@ -7,7 +7,8 @@ import pytest
 from jax import lax
 
 from fedjax_gen.models import get_model, init_params
-from fedjax_gen.models.conv import im2col_conv
+from fedjax_gen.models.conv import (IM2COL_MAX_PATCH, im2col_conv, max_conv_patch,
+                                    resolve_conv_impl)
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -37,3 +38,19 @@ def test_models_agree_across_conv_impls(name):
   x = jax.random.uniform(jax.random.key(2), (3, *shape))
   np.testing.assert_allclose(ours.apply({"params": params}, x),
                              xla.apply({"params": params}, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, patch, auto_on_cpu", [
+    ("mlp", 0, None), ("simple_cnn", 5 * 5 * 6, "im2col"), ("fedpac_cnn", 5 * 5 * 16, "im2col"),
+    ("cnn4", 5 * 5 * 32, "xla")])
+def test_auto_conv_impl_follows_the_largest_patch(name, patch, auto_on_cpu):
+  shape = (28, 28, 1)
+  model = get_model(name, num_classes=10, input_shape=shape, conv_impl="xla")
+  params = jax.eval_shape(lambda: init_params(model, shape, jax.random.key(0)))
+  apply_fn = lambda p, x: model.apply({"params": p}, x)
+  assert max_conv_patch(apply_fn, params, shape) == patch
+  auto = get_model(name, num_classes=10, input_shape=shape, conv_impl="auto")
+  assert getattr(auto, "conv_impl", None) == auto_on_cpu  # tests run on CPU
+  assert resolve_conv_impl("auto", IM2COL_MAX_PATCH) == "im2col"
+  assert resolve_conv_impl("auto", IM2COL_MAX_PATCH + 1) == "xla"
+  assert resolve_conv_impl("im2col", 10**6) == "im2col"  # an explicit choice stays
