@@ -27,9 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
       dataset="digits",         # digits | fashion_mnist | mnist | cifar10 | cifar100 | emnist
       data_dir="",              # "" = the dataset's default location
       data_source="auto",       # auto | sklearn | idx | tfds
-      partition="dirichlet",    # iid | dirichlet | label_k | shards | quantity
+      partition="dirichlet",    # iid | dirichlet | label_k | pathological | shards | quantity
       alpha=0.5,                # Dirichlet concentration (dirichlet, quantity)
-      classes_per_client=2,     # k of label_k (#C=k)
+      classes_per_client=2,     # k of label_k (#C=k) and pathological (PFLlib "pat")
       shards_per_client=2,      # shards
       min_client_size=10,       # dirichlet/quantity resample until every client has this many
       test_fraction=0.25,       # each client's local test split (personalized evaluation)
@@ -209,7 +209,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"alpha must be > 0 for partition={c.partition}, got {c.alpha}: "
                      "small alpha (e.g. 0.1) is very non-IID, large (e.g. 100) near IID.")
   num_classes = DATASET_CLASSES[c.dataset]
-  if c.partition == "label_k" and not 1 <= c.classes_per_client <= num_classes:
+  if (c.partition in ("label_k", "pathological")
+      and not 1 <= c.classes_per_client <= num_classes):
     raise ValueError(f"classes_per_client={c.classes_per_client} is outside [1, "
                      f"{num_classes}]: {c.dataset} has {num_classes} classes.")
   if c.clients_per_round > c.num_clients:

@@ -16,7 +16,7 @@ def cfg(*overrides):
     (["partition=label_k", "classes_per_client=11"], r"classes_per_client=11 is outside \[1, 10\]"),
     (["clients_per_round=30"], "clients_per_round=30 exceeds num_clients=20"),
     (["dataset=imagenet"], "Unknown dataset 'imagenet'; valid names: digits, fashion_mnist"),
-    (["partition=pathological"], "Unknown partition 'pathological'; valid names: iid, dirichlet"),
+    (["partition=patho"], "Unknown partition 'patho'; valid names: iid, dirichlet"),
     (["model=vit"], "Unknown model 'vit'; valid names: mlp, simple_cnn, cnn4, resnet18"),
     (["algorithm=fedsgd"], "Unknown algorithm 'fedsgd'; valid names: fedavg, fedprox"),
     (["batch_size=0"], "batch_size must be > 0"),

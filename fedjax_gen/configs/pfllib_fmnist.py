@@ -2,9 +2,12 @@
 
 20 clients, all participating, each client's data split 75/25 into local train/test,
 PFLlib's 4-layer CNN, 1 local epoch of batch 10, SGD lr 0.005; splits "pathological"
-(2 classes per client: partition=label_k classes_per_client=2) and Dirichlet 0.1. The
-metric is personalized accuracy: each client's model on its local test split.
+(PFLlib's: 2 consecutive classes per client, partition=pathological classes_per_client=2,
+the default), NIID-Bench's #C=2 (partition=label_k: the second class at random) and
+Dirichlet 0.1. The metric is personalized accuracy: each client's model on its local
+test split.
 
+    fedjax-gen run pfllib_fmnist algorithm=fedper --workdir W
     fedjax-gen run pfllib_fmnist algorithm=fedper partition=label_k classes_per_client=2 --workdir W
     fedjax-gen run pfllib_fmnist algorithm=ditto partition=dirichlet alpha=0.1 --workdir W
 
@@ -17,7 +20,7 @@ from fedjax_gen.config import base_config
 
 def get_config():
   config = base_config()
-  config.update(dataset="fashion_mnist", partition="label_k", classes_per_client=2,
+  config.update(dataset="fashion_mnist", partition="pathological", classes_per_client=2,
                 alpha=0.1, num_clients=20, clients_per_round=20, rounds=2000,
                 local_epochs=1, batch_size=10, lr=0.005, momentum=0.0, model="cnn4",
                 algorithm="fedavg", test_fraction=0.25, min_client_size=40,

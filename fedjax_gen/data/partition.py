@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-PARTITIONS = ("iid", "dirichlet", "label_k", "shards", "quantity")
+PARTITIONS = ("iid", "dirichlet", "label_k", "pathological", "shards", "quantity")
 _MAX_ATTEMPTS = 1000
 _HOPELESS_AFTER = 20  # dirichlet: draws before judging whether success is out of reach
 
@@ -152,6 +152,16 @@ def _hopeless(short: list[int]) -> bool:
   return log_p0 + np.log(_MAX_ATTEMPTS) < np.log(0.01)
 
 
+def _check_k(labels, num_clients: int, k) -> tuple[np.ndarray, np.ndarray]:
+  """The checked labels and their classes; raises unless 1 <= k <= number of classes."""
+  labels = _check_labels(labels, num_clients)
+  classes = np.unique(labels)
+  if not _is_int(k) or not 1 <= k <= len(classes):
+    raise ValueError(f"k (classes_per_client) must be an integer in "
+                     f"[1, {len(classes)}] (the number of classes), got {k!r}.")
+  return labels, classes
+
+
 def label_k(labels, num_clients: int, *, k: int, seed: int
             ) -> list[np.ndarray]:
   """NIID-Bench "#C=k": each client holds examples of k distinct labels.
@@ -170,11 +180,7 @@ def label_k(labels, num_clients: int, *, k: int, seed: int
   Returns:
     One sorted int64 index array per client.
   """
-  labels = _check_labels(labels, num_clients)
-  classes = np.unique(labels)
-  if not _is_int(k) or not 1 <= k <= len(classes):
-    raise ValueError(f"k (classes_per_client) must be an integer in "
-                     f"[1, {len(classes)}] (the number of classes), got {k!r}.")
+  labels, classes = _check_k(labels, num_clients, k)
   rng = np.random.default_rng(seed)
   held = []
   for i in range(num_clients):
@@ -189,6 +195,48 @@ def label_k(labels, num_clients: int, *, k: int, seed: int
       for i, chunk in zip(holders, np.array_split(idx, len(holders))):
         parts[i].extend(chunk.tolist())
   return _finish(parts, f"label_k (k={k})")
+
+
+def pathological(labels, num_clients: int, *, k: int, seed: int, min_size: int = 40
+                 ) -> list[np.ndarray]:
+  """PFLlib's "pat" split (Zhang et al., arXiv 2312.04992, `dataset_utils.separate_data`,
+  unbalanced): the classes are dealt in order to the clients that still want one, each
+  class to the first ceil(num_clients / K * k) of them, so clients hold k consecutive
+  classes (20 clients, 10 classes, k=2: clients 0-3 hold {0, 1}, 4-7 {2, 3}, ...). A
+  class is shared in random sizes: every holder but the last draws an integer in
+  [max(n_c / h / 10, min_size / K), n_c / h) (n_c examples, h holders), the last gets the
+  rest. Unlike `label_k` (NIID-Bench's #C=k: a client's other labels at random), the
+  classes a client pairs are fixed, which decides how hard its local task is.
+
+  Args:
+    labels: [N] integer class labels.
+    num_clients: number of clients.
+    k: classes per client, 1 <= k <= K.
+    seed: random seed (shuffles each class and draws the sizes).
+    min_size: PFLlib's `least_samples`, the floor of the size draws (times K).
+
+  Returns:
+    One sorted int64 index array per client.
+  """
+  labels, classes = _check_k(labels, num_clients, k)
+  rng = np.random.default_rng(seed)
+  wants = np.full(num_clients, k)
+  per_class = int(np.ceil(num_clients / len(classes) * k))
+  parts = [[] for _ in range(num_clients)]
+  for c in classes:
+    holders = np.flatnonzero(wants > 0)[:per_class]
+    if not len(holders):
+      continue
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    mean = len(idx) / len(holders)
+    low = max(mean / 10, min_size / len(classes))
+    sizes = (rng.integers(int(low), max(int(mean), int(low) + 1), len(holders) - 1)
+             if low < mean else np.full(len(holders) - 1, int(mean)))
+    sizes = [*sizes.tolist(), len(idx) - int(sizes.sum())]
+    for i, chunk in zip(holders, np.split(idx, np.cumsum(sizes)[:-1])):
+      parts[i].extend(chunk.tolist())
+    wants[holders] -= 1
+  return _finish(parts, f"pathological (k={k})")
 
 
 def shards(labels, num_clients: int, *, shards_per_client: int = 2,
@@ -274,9 +322,10 @@ def partition(labels, num_clients: int, method: str, *, seed: int,
     method: one of `PARTITIONS`.
     seed: random seed.
     alpha: Dirichlet concentration for "dirichlet" and "quantity".
-    classes_per_client: k for "label_k".
+    classes_per_client: k for "label_k" and "pathological".
     shards_per_client: shards per client for "shards".
-    min_size: minimum client size for "dirichlet" and "quantity".
+    min_size: minimum client size for "dirichlet" and "quantity"; the size floor of
+      "pathological".
 
   Returns:
     One sorted int64 index array per client.
@@ -288,6 +337,9 @@ def partition(labels, num_clients: int, method: str, *, seed: int,
                      min_size=min_size)
   if method == "label_k":
     return label_k(labels, num_clients, k=classes_per_client, seed=seed)
+  if method == "pathological":
+    return pathological(labels, num_clients, k=classes_per_client, seed=seed,
+                        min_size=min_size)
   if method == "shards":
     return shards(labels, num_clients, shards_per_client=shards_per_client,
                   seed=seed)

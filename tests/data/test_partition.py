@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from fedjax_gen.data.partition import (PARTITIONS, dirichlet,
+from fedjax_gen.data.partition import (PARTITIONS, dirichlet, pathological,
                                        format_label_counts, iid, label_counts,
                                        label_k, quantity, save_label_heatmap,
                                        shards, split_local)
@@ -170,3 +170,21 @@ def test_dirichlet_gives_up_early_when_no_draw_can_succeed():
   with pytest.raises(ValueError, match=r"cannot give every client >= 8 examples .* in 20 "
                                        r"draws .* out of reach; lower min_size, raise alpha"):
     dirichlet(labels, 100, alpha=0.1, seed=0, min_size=8)  # judged after 20, not 1,000
+
+
+def test_pathological_deals_consecutive_classes_like_pfllib():
+  labels = np.repeat(np.arange(10), 600)
+  parts = pathological(labels, 20, k=2, seed=0, min_size=40)
+  counts = label_counts(labels, parts, 10)
+  for client in range(20):  # clients 4g..4g+3 hold classes 2g and 2g+1, nothing else
+    g = client // 4
+    assert set(np.flatnonzero(counts[client])) == {2 * g, 2 * g + 1}
+  assert counts.sum() == len(labels) and len(np.unique(np.concatenate(parts))) == len(labels)
+  # each class's first 3 holders draw from [max(150 / 10, 40 / 10), 150); the 4th: the rest
+  for c in range(10):
+    holders = counts[:, c][counts[:, c] > 0]
+    assert len(holders) == 4 and all(15 <= n < 150 for n in holders[:3])
+  assert not np.array_equal(counts, label_counts(
+      labels, pathological(labels, 20, k=2, seed=1, min_size=40), 10))  # sizes drawn by seed
+  with pytest.raises(ValueError, match=r"classes_per_client\) must be an integer in \[1, 10\]"):
+    pathological(labels, 20, k=11, seed=0)
