@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
       pfedgpa_init_rounds=2,    # newcomers' initialisation rounds I (within newcomer_steps)
       pfedgpa_guidance="update",  # update | as_written (sign of the guidance; see algorithm.py)
       model="mlp",              # mlp | simple_cnn | cnn4 | resnet18 | fedpac_cnn
-      conv_impl="auto",         # auto (im2col on CPU, xla elsewhere) | xla | im2col
+      conv_impl="auto",         # auto (CPU: per model, see models/conv.py) | xla | im2col
       seed=0,
       # execution
       chunk_size=0,             # clients per vmapped computation; 0 = automatic

@@ -134,7 +134,7 @@ class Simulation:
     self._begin = jax.jit(self._gather_and_begin)
     self._split = jax.jit(self._split_chunks)
     # The host loop's block offsets as device scalars, made once: no transfer per round.
-    self._t0 = [jax.device_put(np.int32(t)) for t in range(0, self.max_steps, k or 1)]
+    self._t0 = [jax.device_put(np.int32(t)) for t in range(0, self.max_steps, k)] if k else []
     self._block, self._full_block = (jax.jit(chunk_map(
         lambda server, c, d, t0, m=masked: local.run_steps(
             alg.client_step, schedule, server, c, d, t0, k, loop="unroll", masked=m),
