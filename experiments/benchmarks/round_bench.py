@@ -247,20 +247,20 @@ def measure_group(specs: list[dict], timeout: float) -> list[dict]:
     try:
       w.ask(None, "READY", timeout)
       workers[i] = w
-    except (TimeoutError, RuntimeError) as e:
+    except (OSError, RuntimeError) as e:  # OSError: a timeout or a broken pipe
       out[i] = w.failure(e)
   for r in range(max((s["repeats"] for s in specs), default=0)):
     order = [i for i in workers if r < specs[i]["repeats"]]
     for i in order[r % max(len(order), 1):] + order[:r % max(len(order), 1)]:
       try:
         workers[i].ask("round", "TIME", timeout)
-      except (TimeoutError, RuntimeError) as e:
+      except (OSError, RuntimeError) as e:  # OSError: a timeout or a broken pipe
         out[i] = workers.pop(i).failure(e)
   for i, w in workers.items():
     try:
       out[i] = {"status": "ok", **json.loads(w.ask("end", "RESULT", timeout))}
       w.proc.wait()
-    except (TimeoutError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError) as e:  # OSError: a timeout or a broken pipe
       out[i] = w.failure(e)
   return out
 
