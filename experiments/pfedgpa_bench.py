@@ -154,6 +154,7 @@ def _plot(results):
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
+  from fedjax_gen.outputs import save_figure
   splits = [s for s in SPLITS if any(k.startswith(f"{s}/") for k in results)] or ["dir0.1"]
   fig = Figure(figsize=(3.6 * len(splits) + 6.5, 3.6))
   grid = fig.add_gridspec(1, len(splits) + 2)
@@ -186,9 +187,7 @@ def _plot(results):
   ax.grid(alpha=0.3, axis="y")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  path = os.path.join(HERE, "results", f"{NAME}.png")
-  fig.savefig(path + ".tmp.png", dpi=110)
-  os.replace(path + ".tmp.png", path)
+  save_figure(fig, os.path.join(HERE, "results", f"{NAME}.png"), dpi=110)
 
 
 def main(argv=None):

@@ -143,6 +143,7 @@ def _plot(table: Table, results: dict) -> None:
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
+  from fedjax_gen.outputs import save_figure
   fig = Figure(figsize=(3.2 * len(table.splits), 3.2))
   for i, (split, (label, _)) in enumerate(table.splits.items()):
     ax = fig.add_subplot(1, len(table.splits), i + 1)
@@ -159,9 +160,7 @@ def _plot(table: Table, results: dict) -> None:
     if i == 0 and ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=6)
   fig.tight_layout()
-  tmp = table.plot_path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, table.plot_path)
+  save_figure(fig, table.plot_path, dpi=110)
 
 
 def main(table: Table, argv=None, doc: str = "") -> int:

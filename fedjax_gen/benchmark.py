@@ -266,7 +266,8 @@ def fedjax_runner(model_name, x, y):
   import jax
   import optax
   from fedjax.algorithms import fed_avg
-  apply_fn, params = flax_model(model_name, default_conv_impl(model_name))
+  conv_impl = default_conv_impl(model_name)
+  apply_fn, params = flax_model(model_name, conv_impl)
   model = fedjax.Model(
       init=lambda rng: params,
       apply_for_train=lambda p, batch, rng=None: apply_fn(p, batch["x"]),
@@ -284,8 +285,7 @@ def fedjax_runner(model_name, x, y):
   def round_fn():
     state[0], _ = alg.apply(state[0], clients)
     jax.block_until_ready(state[0].params)
-  return round_fn, {"conv_impl": default_conv_impl(model_name),
-                    "model_wrapper": "fedjax.Model(flax)"}
+  return round_fn, {"conv_impl": conv_impl, "model_wrapper": "fedjax.Model(flax)"}
 
 
 def make_runner(runner: str, model_name: str, x, y, *, torch_threads: int | None = None):

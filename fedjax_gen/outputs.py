@@ -21,6 +21,22 @@ def atomic_write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
+def save_figure(fig, path: str, *, dpi: int) -> None:
+  """`fig.savefig(path)` as a PNG, atomically (a temporary file in the same folder, then
+  renamed): a reader never sees a half-written plot, an interrupted save leaves none."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder, prefix=".tmp-")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      fig.savefig(f, format="png", dpi=dpi)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def write_marked_section(path: str, name: str, block: str, *, heading: str) -> None:
   """Replaces the `<!-- name:begin -->` .. `<!-- name:end -->` section of the markdown file
   `path` with `block` (which carries those markers), or appends it; a missing file starts
@@ -100,9 +116,7 @@ def _save_round_plot(curves, path: str, title: str, ylabel: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-plot.png")
-  fig.savefig(tmp, dpi=120)
-  os.replace(tmp, path)
+  save_figure(fig, path, dpi=120)
 
 
 def read_metrics(workdir: str) -> list[dict]:

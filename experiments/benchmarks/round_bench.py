@@ -620,6 +620,7 @@ def plot(d: dict, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
+  from fedjax_gen.outputs import save_figure
   models = list(dict.fromkeys(r["model"] for r in d["records"]))
   runners = list(dict.fromkeys(r["runner"] for r in d["records"]))
   colors = {r: f"C{i}" for i, r in enumerate(runners)}
@@ -650,7 +651,7 @@ def plot(d: dict, path: str) -> None:
   fig.suptitle(f"One FedAvg round: {dev['device_kind']} ({dev['backend']}), "
                f"{dev['cpu_model']}, {dev['cores_used']} core(s)", fontsize=9)
   fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
-  fig.savefig(path, dpi=110)
+  save_figure(fig, path, dpi=110)
 
 
 def report() -> None:

@@ -8,8 +8,6 @@ returns one sorted ``np.int64`` index array (into ``labels``) per client.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -451,6 +449,7 @@ def save_label_heatmap(counts, path: str, *,
   """
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+  from fedjax_gen.outputs import save_figure
   counts = np.asarray(counts)
   if counts.ndim != 2 or counts.size == 0:
     raise ValueError(f"counts must be a non-empty [clients, classes] matrix, "
@@ -480,14 +479,4 @@ def save_label_heatmap(counts, path: str, *,
       ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
               color="black" if v > mid else "white")
   fig.tight_layout()
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, format="png", dpi=100)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  save_figure(fig, path, dpi=100)

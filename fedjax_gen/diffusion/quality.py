@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import Callable, NamedTuple
 
 import jax
@@ -91,6 +90,7 @@ def save_sample_grid(images: np.ndarray, labels: np.ndarray, path: str, *,
                      class_names=None, per_class: int = 10, title: str = "") -> None:
   """A PNG grid: one row per class, up to `per_class` of its samples."""
   from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+  from fedjax_gen.outputs import save_figure
   classes = np.unique(labels)
   fig = Figure(figsize=(per_class * 0.8 + 1.5, len(classes) * 0.8 + 0.4))
   axes = fig.subplots(len(classes), per_class, squeeze=False)
@@ -107,6 +107,4 @@ def save_sample_grid(images: np.ndarray, labels: np.ndarray, path: str, *,
   if title:
     fig.suptitle(title, fontsize=9)
   fig.subplots_adjust(left=0.12, wspace=0.05, hspace=0.05)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=80)
-  os.replace(tmp, path)
+  save_figure(fig, path, dpi=80)

@@ -38,6 +38,7 @@ import numpy as np
 from fedjax_gen.algorithms.base import FederatedAlgorithm, PyTree
 from fedjax_gen.engine import local
 from fedjax_gen.engine.local import ClientData, LocalSchedule
+from fedjax_gen.models.conv import max_conv_patch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +64,8 @@ def auto_plan(clients_per_round: int, *, has_conv: bool,
 
 
 def uses_conv(apply_fn: Callable, params, example_shape) -> bool:
-  jaxpr = jax.make_jaxpr(apply_fn)(params, jnp.zeros((1, *example_shape)))
-  return "conv_general_dilated" in str(jaxpr)
+  """Whether `apply_fn(params, x)` runs a native XLA convolution."""
+  return max_conv_patch(apply_fn, params, example_shape) > 0
 
 
 class RoundMetrics(NamedTuple):

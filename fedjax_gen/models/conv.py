@@ -25,6 +25,8 @@ and takes the native convolution, run in the host loop, for wider ones.
 
 from __future__ import annotations
 
+import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -63,7 +65,6 @@ def resolve_conv_impl(conv_impl: str, max_patch: int = 0, *, scanned: bool = Fal
   convolution is ~10x slower), else "xla" (see module docstring).
   """
   if conv_impl == "auto":
-    import jax
     cpu = jax.default_backend() == "cpu"
     return "im2col" if cpu and (scanned or max_patch <= IM2COL_MAX_PATCH) else "xla"
   return conv_impl
@@ -74,9 +75,6 @@ def max_conv_patch(apply_fn, params, example_shape) -> int:
 
   `params` may be abstract (`jax.eval_shape` output): only the trace is needed.
   """
-  import jax
-  import jax.extend
-  import jax.numpy as jnp
   jaxpr = jax.make_jaxpr(apply_fn)(params, jnp.zeros((1, *example_shape)))
   patches = [0]
 
