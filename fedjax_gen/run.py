@@ -36,6 +36,15 @@ _ALGORITHM_KEYS = ("fedrep_head_fraction", "ditto_lambda", "apfl_alpha", "apfl_a
 # Keys that do not change what a run computes: a work folder may be resumed with others.
 _RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
                    "chunk_size", "steps_per_call", "eval_batch_size", "conv_impl")
+# Hyperparameters read by one algorithm only ("apfl_alpha"): another algorithm's run may be
+# resumed whatever they are.
+_ALGORITHM_PREFIXES = ("ditto", "apfl", "pfedme", "perfedavg")
+
+
+def _matters(key: str, algorithm: str) -> bool:
+  prefix = key.split("_")[0]
+  return key not in _RESUMABLE_KEYS and (prefix not in _ALGORITHM_PREFIXES
+                                         or prefix == algorithm)
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -53,7 +62,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(path) as f:
       saved = json.load(f)
     added = json.loads(config_lib.base_config().to_json())  # keys added since: defaults
-    diff = sorted(k for k in set(saved) | set(current) if k not in _RESUMABLE_KEYS
+    diff = sorted(k for k in set(saved) | set(current) if _matters(k, current["algorithm"])
                   and saved.get(k, added.get(k)) != current.get(k))
     if diff:
       changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)

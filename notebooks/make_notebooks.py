@@ -443,10 +443,12 @@ plt.show()
 Reading it: on an accelerator fedjax-gen vmaps all clients of a round in one chunk and the
 gap to the loops grows with the number of clients; on a CPU it runs one client per chunk
 (the loops' shape) with the whole round in one jitted call, and its gain is the Python and
-dispatch overhead it removes. Compile time is paid once per run. On a busy 2-core CPU
-(torch on 1 thread: with 2 threads on those shared cores its rounds stalled for minutes)
-we measured fedjax-gen 1.4-1.8x faster than the PyTorch loop on the MLP, and PyTorch's
-oneDNN convolutions 1.5-1.8x faster on the simple CNN. The measurements of record
+dispatch overhead it removes. Compile time is paid once per run. On one core of a 2-core
+CPU (the other busy; torch on 1 thread; runners timed interleaved, round by round),
+`experiments/BENCHMARKS.md` records fedjax-gen 1.7-2.3x the PyTorch loop's throughput on
+the MLP, 0.84-1.17x on the simple CNN, 1.01-1.15x on PFLlib's CNN4 (10 and 100 clients)
+and 0.94x on ResNet-18 (1 client); a single run here on a busy machine can differ by
++-20%. The measurements of record
 (each runner in its own process, peak memory, FLOP utilisation, FedJAX itself) are in
 `experiments/BENCHMARKS.md`; a source checkout re-measures them with `fedjax-gen bench`.
 """),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedjax_gen import config as config_lib
-from fedjax_gen.run import train_and_evaluate
+from fedjax_gen.run import prepare_workdir, train_and_evaluate
 
 TINY = ["num_clients=8", "clients_per_round=4", "rounds=6", "local_epochs=1",
         "eval_every=2", "checkpoint_every=2", "progress=false", "alpha=1.0"]
@@ -83,6 +83,15 @@ def test_workdir_of_another_config_is_refused(tmp_path):
   train_and_evaluate(cfg("rounds=2"), str(tmp_path))
   with pytest.raises(ValueError, match=r"different config \(alpha: 1.0 -> 0.5\)"):
     train_and_evaluate(cfg("rounds=2", "alpha=0.5"), str(tmp_path))
+
+
+def test_other_algorithms_hyperparameters_do_not_block_resuming(tmp_path):
+  prepare_workdir(cfg("algorithm=fedper"), str(tmp_path / "a"))
+  prepare_workdir(cfg("algorithm=fedper", "apfl_alpha=1.0", "pfedme_lambda=3.0"),
+                  str(tmp_path / "a"))  # FedPer reads neither
+  prepare_workdir(cfg("algorithm=apfl"), str(tmp_path / "b"))
+  with pytest.raises(ValueError, match=r"different config \(apfl_alpha: 0.5 -> 1.0\)"):
+    prepare_workdir(cfg("algorithm=apfl", "apfl_alpha=1.0"), str(tmp_path / "b"))
 
 
 def test_unwritable_workdir(tmp_path):

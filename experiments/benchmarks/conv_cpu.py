@@ -1,8 +1,9 @@
 """Which convolution and execution plan train a convnet fastest on this backend?
 
 Times one FedAvg round (after compiling) of NIID-Bench-shaped work -- `--clients` clients
-of unequal size (from `--examples`/8 up to `--examples` 28x28x1 examples, as label-skewed
-partitions give), 1 local epoch of batch 64 -- for each model, under every combination of
+of unequal size (from `--examples`/8 up to `--examples` 28x28x1 examples, 32x32x3 for
+ResNet-18, as label-skewed partitions give; one client: `--examples`), 1 local epoch of
+batch 64 -- for each model, under every combination of
 conv implementation (native XLA / im2col) and execution plan (fused: one jitted round,
 scanned steps, all clients vmapped or one client per chunk; host: clients one at a time,
 blocks of 10 unrolled steps), all in one process, and prints examples/s (examples processed
@@ -14,6 +15,9 @@ across the combinations of a model). The engine's automatic choice (`auto_plan`,
     # round_bench's workload: 10 clients x 10 local steps of batch 32
     python experiments/benchmarks/conv_cpu.py --models simple_cnn fedpac_cnn cnn4 \
         --clients 10 --examples 320 --batch 32 --local-steps 10 --repeats 3
+    # ResNet-18: one client, 3 local steps of batch 32
+    python experiments/benchmarks/conv_cpu.py --models resnet18 --clients 1 --examples 96 \
+        --batch 32 --local-steps 3 --repeats 3 --plans fused1 host --skip xla/fused1
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from fedjax_gen import models
 from fedjax_gen.algorithms import make_algorithm
-from fedjax_gen.benchmark import time_round
+from fedjax_gen.benchmark import input_shape, time_round
 from fedjax_gen.data import ClientArrays
 from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy)
 
@@ -35,13 +39,14 @@ from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation, masked_
 def build_round(model_name, conv_impl, plan, clients, examples, batch=64, local_steps=0):
   """`(round_fn, examples_per_round)`; the round is compiled (one round run) already."""
   rng = np.random.default_rng(0)
-  counts = np.linspace(examples // 8, examples, clients).astype(np.int32)
-  train = ClientArrays(rng.random((clients, examples, 28, 28, 1), np.float32),
+  shape = input_shape(model_name)  # 28x28x1; 32x32x3 for ResNet-18
+  counts = np.linspace(examples // 8 if clients > 1 else examples, examples,
+                       clients).astype(np.int32)
+  train = ClientArrays(rng.random((clients, examples, *shape), np.float32),
                        rng.integers(0, 10, (clients, examples)).astype(np.int32), counts)
-  model = models.get_model(model_name, num_classes=10, input_shape=(28, 28, 1),
-                           conv_impl=conv_impl)
+  model = models.get_model(model_name, num_classes=10, input_shape=shape, conv_impl=conv_impl)
   apply_fn = lambda p, x: model.apply({"params": p}, x)
-  params = models.init_params(model, (28, 28, 1), jax.random.key(0))
+  params = models.init_params(model, shape, jax.random.key(0))
   alg = make_algorithm("fedavg", masked_cross_entropy(apply_fn), lr=0.01, momentum=0.9,
                        num_clients=clients)
   sim = Simulation(alg, train, LocalSchedule(batch, 1, local_steps), clients_per_round=clients,
@@ -77,26 +82,34 @@ def main():
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--local-steps", type=int, default=0,
                       help="> 0: this many local steps per client instead of 1 epoch")
+  parser.add_argument("--plans", nargs="+", default=["fused", "fused1", "host"],
+                      choices=["fused", "fused1", "host"])
+  parser.add_argument("--skip", nargs="*", default=[],
+                      help="conv/plan combinations not to time, e.g. xla/fused1")
   args = parser.parse_args()
   plans = {"fused": ExecutionPlan(args.clients, 0), "fused1": ExecutionPlan(1, 0),
            "host": ExecutionPlan(1, 10)}
+  plans = {k: plans[k] for k in args.plans}
+  combos = [(conv, plan_name) for conv in ("xla", "im2col") for plan_name in plans
+            if f"{conv}/{plan_name}" not in args.skip]
   print(f"backend={jax.default_backend()} devices={jax.devices()}")
   results = {}
   for name in args.models:
     rounds = {f"{name}/{conv}/{plan_name}": build_round(
-                  name, conv, plan, args.clients, args.examples, args.batch, args.local_steps)
-              for conv in ("xla", "im2col") for plan_name, plan in plans.items()}
+                  name, conv, plans[plan_name], args.clients, args.examples, args.batch,
+                  args.local_steps) for conv, plan_name in combos}
     for key, ex_s in interleaved_throughput(rounds, args.repeats).items():
       results[key] = ex_s
       _, conv, plan_name = key.split("/")
       print(f"{name:11s} conv={conv:7s} plan={plan_name:6s} {ex_s:9.0f} examples/s",
             flush=True)
     best = max((k for k in results if k.startswith(name)), key=results.get)
-    auto = getattr(models.get_model(name, num_classes=10, input_shape=(28, 28, 1),
+    auto = getattr(models.get_model(name, num_classes=10, input_shape=input_shape(name),
                                     conv_impl="auto"), "conv_impl", None)
-    print(f"{name}: fastest {best}; im2col+fused1 / xla+host = "
-          f"{results[f'{name}/im2col/fused1'] / results[f'{name}/xla/host']:.2f}x; "
-          f"conv_impl='auto' picks {auto}")
+    ratio = (f"im2col+fused1 / xla+host = "
+             f"{results[f'{name}/im2col/fused1'] / results[f'{name}/xla/host']:.2f}x; "
+             if {"im2col/fused1", "xla/host"} <= {f"{c}/{p}" for c, p in combos} else "")
+    print(f"{name}: fastest {best}; {ratio}conv_impl='auto' picks {auto}")
   print(json.dumps(results))
 
 

@@ -382,14 +382,15 @@ def save_json(path: str, data: dict) -> None:
 
 
 def add_derived(rec: dict, flops: dict, peak: float) -> None:
-  """Throughputs and achieved FLOP/s of an "ok" record, in place."""
+  """Throughputs and achieved FLOP/s of an "ok" record, in place; its share of the peak
+  measured in the run that measured it (`peak_flop_s`, else `peak`)."""
   per_round = rec["clients"] * STEPS * flops[rec["model"]]
   rec["client_updates_s"] = rec["clients"] / rec["round_s"]
   cpu_s = rec.get("round_cpu_s")
   rec["client_updates_cpu_s"] = rec["clients"] / cpu_s if cpu_s else None  # per CPU-second
   rec["examples_s"] = rec["clients"] * STEPS * BATCH / rec["round_s"]
   rec["flop_s"] = per_round / rec["round_s"]
-  rec["peak_share"] = rec["flop_s"] / peak
+  rec["peak_share"] = rec["flop_s"] / rec.get("peak_flop_s", peak)
 
 
 def add_ratios(records: list) -> None:
@@ -439,7 +440,7 @@ def measure_all(args, path: str) -> dict:
           "workload": {"steps": STEPS, "batch": BATCH, "examples_per_client": EXAMPLES,
                        "lr": LR, "classes": CLASSES,
                        "input_shapes": {m: input_shape(m) for m in args.models}},
-          "args": vars(args), "command": " ".join(["python"] + sys.argv),
+          "run_peak": peak, "args": vars(args), "command": " ".join(["python"] + sys.argv),
           "started": datetime.datetime.now().isoformat(timespec="seconds"), "records": []}
   old = load_results(path) if args.update else {}
   if old:  # keep the other (model, clients) groups of the saved run, measure these anew
@@ -449,7 +450,7 @@ def measure_all(args, path: str) -> dict:
       data[key] = {**old[key], **data[key]}
     data["command"] = (f"{old['command']}, then (groups {sorted(redo)} measured again) "
                        f"{data['command']}")
-    data["started"] = old["started"]
+    data["started"], data["peak"] = old["started"], old["peak"]  # the first run's peak
   for model in args.models:
     for clients in sorted(args.clients):
       auto = auto_plan_of(model, clients)
@@ -513,6 +514,7 @@ def plan_one(args, data, model, clients, runner, auto, flops, peak) -> tuple[dic
 
 def finish(rec: dict, data: dict) -> dict:
   if rec["status"] == "ok":
+    rec["peak_flop_s"] = data["run_peak"]["flop_s"]
     add_derived(rec, data["step_flops"], data["peak"]["flop_s"])
     check_params(rec, data["params"][rec["model"]])
   print(format_record(rec), flush=True)
@@ -540,7 +542,17 @@ def device_line(d: dict) -> str:
           f"{dev['cores_used']} of {dev['cpu_count']} cores used (affinity {dev['affinity']}); "
           f"jax {dev['versions']['jax']}, torch {dev['versions']['torch']}, "
           f"fedjax {dev['versions']['fedjax']}; peak {d['peak']['flop_s'] / 1e9:.1f} GFLOP/s "
-          f"({d['peak']['method']}).")
+          f"({d['peak']['method']}){later_peaks(d)}.")
+
+
+def later_peaks(d: dict) -> str:
+  """The peaks of `--update` runs, where their groups' % peak is taken against them."""
+  later = {}
+  for r in d["records"]:
+    if r.get("peak_flop_s") and abs(r["peak_flop_s"] - d["peak"]["flop_s"]) > 1:
+      later.setdefault(r["peak_flop_s"], set()).add(f"{r['model']} x {r['clients']}")
+  return "".join(f"; {', '.join(sorted(g))}: {p / 1e9:.1f} GFLOP/s, measured with them"
+                 for p, g in later.items())
 
 
 def table_lines(d: dict) -> list[str]:

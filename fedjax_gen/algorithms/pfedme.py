@@ -69,7 +69,11 @@ def pfedme(loss_fn: base.LossFn, client_opt: optax.GradientTransformation,
                           theta, g, w), loss
 
     theta, loss = prox_step(w)  # theta starts at w, so `loss` is f(w)
-    theta = jax.lax.fori_loop(1, inner_steps, lambda _, t: prox_step(t)[0], theta)
+    # Unrolled (K is small and static): XLA:CPU runs native convolutions inside a loop
+    # several times slower (see models/conv.py); a CNN4 round of the PFLlib config took
+    # ~50 min with the rolled loop.
+    theta = jax.lax.fori_loop(1, inner_steps, lambda _, t: prox_step(t)[0], theta,
+                              unroll=True)
     grad_w = jax.tree.map(lambda wt, t: lam * (wt - t), w, theta)
     updates, opt_state = client_opt.update(grad_w, carry.w.opt_state, w)
     new_w = base.LocalState(optax.apply_updates(w, updates), opt_state, carry.w.steps + 1)

@@ -13,6 +13,9 @@ test split.
 
 Differences from PFLlib: its clients share all 70,000 images; here they share the 60,000
 training images and the 10,000 test images are the global test set. PFLlib runs 2000 rounds.
+APFL starts from PFLlib's mixing weight (`-al 1.0`: the personal model alone; ours
+otherwise starts at 0.5), and trains the personal model on the mixed loss as the paper
+does (PFLlib trains it on its own loss).
 """
 
 from fedjax_gen.config import base_config
@@ -24,5 +27,6 @@ def get_config():
                 alpha=0.1, num_clients=20, clients_per_round=20, rounds=2000,
                 local_epochs=1, batch_size=10, lr=0.005, momentum=0.0, model="cnn4",
                 algorithm="fedavg", test_fraction=0.25, min_client_size=40,
-                finetune_steps=10, newcomer_steps=20, eval_every=1, checkpoint_every=1)
+                finetune_steps=10, newcomer_steps=20, eval_every=1, checkpoint_every=1,
+                apfl_alpha=1.0)
   return config

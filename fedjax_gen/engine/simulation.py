@@ -12,14 +12,15 @@ the sampled clients. A round runs under an `ExecutionPlan`:
   parallelism (measured with `experiments/benchmarks/conv_cpu.py`, jax 0.10.2, 2-core
   CPU, simple-CNN, clients of 300-2400 examples: chunk 1 ran 2.3x faster than chunk 4).
 * `steps_per_call == k > 0` ("host loop"): the same per-client functions, jitted in
-  pieces; the host loops over chunks of clients and over blocks of k unrolled local steps,
+  pieces; the host loops over chunks of clients and over blocks of at most k unrolled
+  local steps (the fewest blocks, of equal length: 12 steps with k=10 are two blocks of 6),
   skipping blocks where every client of the chunk is done and leaving out the step mask
   in blocks where every client is active. The default only for models
   with native XLA convolutions on CPU, where a scanned, vmapped conv training loop ran
   3-20x slower than clients one at a time with unrolled steps. `conv_impl="auto"` (see
-  `models/conv.py`) gives narrow convolutions the im2col form on CPU, which keeps the
-  fused plan fast, and leaves wide ones (PFLlib's CNN4) native, in this plan, where they
-  run 1.2x faster than any im2col plan.
+  `models/conv.py`) gives narrow and 3x3 convolutions (ResNet-18's) the im2col form on
+  CPU, which keeps the fused plan fast, and leaves wide 5x5 ones (PFLlib's CNN4) native,
+  in this plan, where they run 1.2x faster than any im2col plan.
 
 Both paths call the same per-client functions (`engine.local`), so they agree to float
 tolerance; `tests/engine/test_simulation.py` checks it.
@@ -38,7 +39,7 @@ import numpy as np
 from fedjax_gen.algorithms.base import FederatedAlgorithm, PyTree
 from fedjax_gen.engine import local
 from fedjax_gen.engine.local import ClientData, LocalSchedule
-from fedjax_gen.models.conv import max_conv_patch
+from fedjax_gen.models.conv import conv_windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,7 @@ def auto_plan(clients_per_round: int, *, has_conv: bool,
 
 def uses_conv(apply_fn: Callable, params, example_shape) -> bool:
   """Whether `apply_fn(params, x)` runs a native XLA convolution."""
-  return max_conv_patch(apply_fn, params, example_shape) > 0
+  return bool(conv_windows(apply_fn, params, example_shape))
 
 
 class RoundMetrics(NamedTuple):
@@ -131,7 +132,10 @@ class Simulation:
     # program, compile time and host memory growing with the population).
     self._round_fused = jax.jit(self._fused_round, donate_argnums=(2,))
     chunk_map = self._squeezed if self.plan.chunk_size == 1 else jax.vmap
-    k = self.plan.steps_per_call
+    # Host-loop block length: as few blocks as `steps_per_call` allows, of equal length, so
+    # padding steps are few (12 steps, k=10: two blocks of 6, not 10 + 10 masked to 2).
+    n, k = max(self.max_steps, 1), self.plan.steps_per_call
+    self._k = k = k and -(-n // -(-n // k))
     self._begin = jax.jit(self._gather_and_begin)
     self._split = jax.jit(self._split_chunks)
     # The host loop's block offsets as device scalars, made once: no transfer per round.
@@ -221,7 +225,7 @@ class Simulation:
   def _host_round(self, server, client_states, key):
     ids, keys = self._sample(key)
     ids_host = np.asarray(ids)
-    k, size = self.plan.steps_per_call, self.plan.chunk_size
+    k, size = self._k, self.plan.chunk_size
     results = []
     for start, (chunk_ids, chunk_keys) in zip(range(0, len(ids_host), size),
                                               self._split(ids, keys)):

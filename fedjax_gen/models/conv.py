@@ -12,15 +12,20 @@ ran 1.07-1.4x faster than the best plan with native convolutions (a host loop of
 steps). On GPU/TPU keep the native convolution.
 
 The gain is the fused (scanned) round that im2col makes fast; with its steps unrolled the
-native convolution is as fast or faster, and for wide convolutions the patches matrix
-costs more than the scan saves. One FedAvg round on one core (jax 0.10.2, 10 clients x 10
-steps of batch 32, the second command in `experiments/benchmarks/conv_cpu.py`, all plans
-timed interleaved, the other core busy), examples/s of im2col in the fused round over the
-native convolution in the host loop: simple-CNN 0.98x (largest patch kh*kw*cin 5*5*6 =
-150), FedPAC CNN 0.95x (400), PFLlib CNN4 0.82x (800); an earlier sequential run gave
-1.10x, 1.03x and 0.85x. So "auto" on CPU keeps im2col while every convolution's patch is at
-most `IM2COL_MAX_PATCH` (the two are within noise there, and earlier results used im2col),
-and takes the native convolution, run in the host loop, for wider ones.
+native convolution is as fast or faster for wide 5x5 windows, whose patches matrix costs
+more than the scan saves. One FedAvg round on one core (jax 0.10.2, 10 clients x 10 steps of
+batch 32, the second command in `experiments/benchmarks/conv_cpu.py`, all plans timed
+interleaved, the other core busy), examples/s of im2col in the fused round over the native
+convolution in the host loop: simple-CNN 0.98x (largest patch kh*kw*cin 5*5*6 = 150),
+FedPAC CNN 0.95x (400), PFLlib CNN4 0.82x (800); an earlier sequential run gave 1.10x, 1.03x
+and 0.85x. ResNet-18's 3x3 windows go the other way although their patches are wider (up to
+3*3*512): the native convolution's kernel gradient took 0.67 s for one 64-channel layer
+(batch 32, one core), a round of 10 steps in the host loop 41.0 s against 18.5 s with
+im2col in the fused round (`experiments/benchmarks/round_bench.py`), and with 3 steps
+(`conv_cpu.py`'s ResNet command, interleaved) im2col fused ran 1.17x native host. So "auto" on
+CPU keeps im2col while every convolution has a patch of at most `IM2COL_MAX_PATCH` or a
+window of at most `IM2COL_MAX_WINDOW` taps, and takes the native convolution, run in the
+host loop, otherwise (wide 5x5 ones, as CNN4's).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from jax import lax
 
 CONV_IMPLS = ("auto", "xla", "im2col")
 IM2COL_MAX_PATCH = 512  # "auto" on CPU: im2col up to this kh*kw*cin (measured, see above)
+IM2COL_MAX_WINDOW = 9   # ... or up to this kh*kw whatever cin (ResNet's 3x3, see above)
 
 
 def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -58,36 +64,39 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
                     precision=precision, preferred_element_type=preferred_element_type)
 
 
-def resolve_conv_impl(conv_impl: str, max_patch: int = 0, *, scanned: bool = False) -> str:
-  """"auto" -> "im2col" on CPU for convolutions whose largest patch (`max_patch`,
-  kh*kw*cin; 0: unknown) is at most `IM2COL_MAX_PATCH`, or whatever their size if
-  `scanned` (the training steps run in a `scan`/`fori_loop`, where XLA:CPU's native
+def resolve_conv_impl(conv_impl: str, windows=(), *, scanned: bool = False) -> str:
+  """"auto" -> "im2col" on CPU when every convolution in `windows` ((kh*kw, cin) each, as
+  `conv_windows` lists them; empty: unknown) has a patch kh*kw*cin of at most
+  `IM2COL_MAX_PATCH` or a window of at most `IM2COL_MAX_WINDOW` taps, or whatever their
+  size if `scanned` (the training steps run in a `scan`/`fori_loop`, where XLA:CPU's native
   convolution is ~10x slower), else "xla" (see module docstring).
   """
   if conv_impl == "auto":
     cpu = jax.default_backend() == "cpu"
-    return "im2col" if cpu and (scanned or max_patch <= IM2COL_MAX_PATCH) else "xla"
+    narrow = all(taps * cin <= IM2COL_MAX_PATCH or taps <= IM2COL_MAX_WINDOW
+                 for taps, cin in windows)
+    return "im2col" if cpu and (scanned or narrow) else "xla"
   return conv_impl
 
 
-def max_conv_patch(apply_fn, params, example_shape) -> int:
-  """The largest kh*kw*cin of the native convolutions `apply_fn(params, x)` runs (0: none).
+def conv_windows(apply_fn, params, example_shape) -> list[tuple[int, int]]:
+  """(taps, cin) -- taps = kh*kw -- of every native convolution `apply_fn(params, x)` runs, in order.
 
   `params` may be abstract (`jax.eval_shape` output): only the trace is needed.
   """
   jaxpr = jax.make_jaxpr(apply_fn)(params, jnp.zeros((1, *example_shape)))
-  patches = [0]
+  windows = []
 
   def visit(jx):
     for eqn in jx.eqns:
       if eqn.primitive.name == "conv_general_dilated":
         rhs = eqn.invars[1].aval.shape
-        spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial) positions
-        patches.append(int(np.prod([rhs[d] for d in spec[1:]])))
+        _, in_dim, *spatial = eqn.params["dimension_numbers"].rhs_spec
+        windows.append((int(np.prod([rhs[d] for d in spatial])), int(rhs[in_dim])))
       for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         visit(sub)
   visit(jaxpr.jaxpr)
-  return max(patches)
+  return windows
 
 
 def conv_fn(conv_impl: str):

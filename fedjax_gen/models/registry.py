@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_gen.models.cnn import CNN4, SimpleCNN, conv_pool_output_hw
-from fedjax_gen.models.conv import max_conv_patch, resolve_conv_impl
+from fedjax_gen.models.conv import conv_windows, resolve_conv_impl
 from fedjax_gen.models.fedpac_cnn import FedPACCNN
 from fedjax_gen.models.mlp import MLP
 from fedjax_gen.models.resnet import ResNet18
@@ -79,7 +79,7 @@ def get_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
     apply_fn = lambda p, x: probe.apply({"params": p}, x)
     params = jax.eval_shape(lambda: probe.init(jax.random.key(0), jnp.zeros((1, *shape))))
     kwargs["conv_impl"] = resolve_conv_impl(
-        "auto", max_conv_patch(apply_fn, params["params"], shape))
+        "auto", conv_windows(apply_fn, params["params"], shape))
   return _CONSTRUCTORS[name](num_classes=int(num_classes), **kwargs)
 
 

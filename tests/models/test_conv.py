@@ -7,7 +7,7 @@ import pytest
 from jax import lax
 
 from fedjax_gen.models import get_model, init_params
-from fedjax_gen.models.conv import (IM2COL_MAX_PATCH, im2col_conv, max_conv_patch,
+from fedjax_gen.models.conv import (IM2COL_MAX_PATCH, IM2COL_MAX_WINDOW, conv_windows, im2col_conv,
                                     resolve_conv_impl)
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -40,17 +40,30 @@ def test_models_agree_across_conv_impls(name):
                              xla.apply({"params": params}, x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name, patch, auto_on_cpu", [
-    ("mlp", 0, None), ("simple_cnn", 5 * 5 * 6, "im2col"), ("fedpac_cnn", 5 * 5 * 16, "im2col"),
-    ("cnn4", 5 * 5 * 32, "xla")])
-def test_auto_conv_impl_follows_the_largest_patch(name, patch, auto_on_cpu):
-  shape = (28, 28, 1)
+@pytest.mark.parametrize("name, shape, windows, auto_on_cpu", [
+    ("mlp", (28, 28, 1), [], None),
+    ("simple_cnn", (28, 28, 1), [(25, 1), (25, 6)], "im2col"),
+    ("fedpac_cnn", (28, 28, 1), [(25, 1), (25, 16)], "im2col"),
+    ("cnn4", (28, 28, 1), [(25, 1), (25, 32)], "xla"),  # a 5x5 window over 32 channels
+    ("resnet18", (8, 8, 3), None, "im2col")])  # 3x3 windows, however many channels
+def test_auto_conv_impl_follows_the_windows(name, shape, windows, auto_on_cpu):
   model = get_model(name, num_classes=10, input_shape=shape, conv_impl="xla")
   params = jax.eval_shape(lambda: init_params(model, shape, jax.random.key(0)))
   apply_fn = lambda p, x: model.apply({"params": p}, x)
-  assert max_conv_patch(apply_fn, params, shape) == patch
+  found = conv_windows(apply_fn, params, shape)
+  if windows is not None:
+    assert found == windows
+  else:  # ResNet-18: 3x3 convs up to 512 channels, 1x1 projection shortcuts
+    assert {taps for taps, _ in found} == {9, 1} and max(cin for _, cin in found) == 512
   auto = get_model(name, num_classes=10, input_shape=shape, conv_impl="auto")
   assert getattr(auto, "conv_impl", None) == auto_on_cpu  # tests run on CPU
-  assert resolve_conv_impl("auto", IM2COL_MAX_PATCH) == "im2col"
-  assert resolve_conv_impl("auto", IM2COL_MAX_PATCH + 1) == "xla"
-  assert resolve_conv_impl("im2col", 10**6) == "im2col"  # an explicit choice stays
+
+
+def test_resolve_conv_impl_rule():
+  assert resolve_conv_impl("auto", [(25, IM2COL_MAX_PATCH // 25)]) == "im2col"
+  assert resolve_conv_impl("auto", [(25, IM2COL_MAX_PATCH // 25 + 1)]) == "xla"
+  assert resolve_conv_impl("auto", [(IM2COL_MAX_WINDOW, 4096)]) == "im2col"
+  assert resolve_conv_impl("auto", [(9, 1), (25, 64)]) == "xla"  # one wide conv decides
+  assert resolve_conv_impl("auto", [(25, 64)], scanned=True) == "im2col"
+  assert resolve_conv_impl("auto") == "im2col"  # windows unknown
+  assert resolve_conv_impl("im2col", [(25, 10**6)]) == "im2col"  # an explicit choice stays
