@@ -80,7 +80,7 @@ def resolve_conv_impl(conv_impl: str, windows=(), *, scanned: bool = False) -> s
 
 
 def conv_windows(apply_fn, params, example_shape) -> list[tuple[int, int]]:
-  """(taps, cin) -- taps = kh*kw -- of every native convolution `apply_fn(params, x)` runs, in order.
+  """(taps = kh*kw, cin) of every native convolution `apply_fn(params, x)` runs, in order.
 
   `params` may be abstract (`jax.eval_shape` output): only the trace is needed.
   """
