@@ -315,6 +315,17 @@ def time_round(round_fn) -> tuple[float, float]:
   return time.perf_counter() - t, time.process_time() - c
 
 
+def time_interleaved(round_fns: dict, repeats: int) -> dict:
+  """Wall seconds of `repeats` calls of each `round_fns[name]()`, interleaved: round r of
+  every one, in an order rotated each time, before round r+1 of any, so load that changes
+  slowly -- other jobs on a shared machine -- falls on all alike. {name: [seconds, ...]}"""
+  order, times = list(round_fns), {name: [] for name in round_fns}
+  for r in range(repeats if order else 0):
+    for name in order[r % len(order):] + order[:r % len(order)]:
+      times[name].append(time_round(round_fns[name])[0])
+  return times
+
+
 def _summary(first: float, times: list[float]) -> dict:
   median = statistics.median(times)
   return {"round_s": median, "round_s_all": times, "first_round_s": first,
@@ -353,9 +364,8 @@ def compare(model_name: str = "mlp", clients: int = 10,
   runner's round time over this one's), or "skipped" with the `reason` (a runner whose
   package is not installed).
 
-  Every runner is built and warmed up first; then the timed rounds are interleaved (round
-  r of every runner, in an order rotated each time, before round r+1 of any), so load that
-  changes slowly -- other jobs on a shared machine -- falls on all runners alike.
+  Every runner is built and warmed up first; then the timed rounds are interleaved
+  (`time_interleaved`).
   """
   _check(model_name, clients, repeats)
   records, built = [], {}
@@ -368,16 +378,12 @@ def compare(model_name: str = "mlp", clients: int = 10,
                       "reason": f"{package} is not installed (pip install {package})"})
       continue
     round_fn, info = make_runner(runner, model_name, x, y, torch_threads=torch_threads)
-    built[runner] = (round_fn, time_round(round_fn)[0], [])
+    built[runner] = (round_fn, time_round(round_fn)[0])
     records.append({**rec, "status": "ok", "info": info})
-  order = list(built)
-  for r in range(repeats if order else 0):
-    for runner in order[r % len(order):] + order[:r % len(order)]:
-      built[runner][2].append(time_round(built[runner][0])[0])
+  times = time_interleaved({runner: fn for runner, (fn, _) in built.items()}, repeats)
   for rec in records:
     if rec["status"] == "ok":
-      _, first, times = built[rec["runner"]]
-      rec.update(_summary(first, times))
+      rec.update(_summary(built[rec["runner"]][1], times[rec["runner"]]))
       rec["clients_per_s"] = clients / rec["round_s"]
   slowest = max((r["round_s"] for r in records if r["status"] == "ok"), default=None)
   for r in records:

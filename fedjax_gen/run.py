@@ -36,15 +36,15 @@ _ALGORITHM_KEYS = ("fedrep_head_fraction", "ditto_lambda", "apfl_alpha", "apfl_a
 # Keys that do not change what a run computes: a work folder may be resumed with others.
 _RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
                    "chunk_size", "steps_per_call", "eval_batch_size", "conv_impl")
-# Hyperparameters read by one algorithm only ("apfl_alpha"): another algorithm's run may be
-# resumed whatever they are.
-_ALGORITHM_PREFIXES = ("ditto", "apfl", "pfedme", "perfedavg")
 
 
 def _matters(key: str, algorithm: str) -> bool:
-  prefix = key.split("_")[0]
-  return key not in _RESUMABLE_KEYS and (prefix not in _ALGORITHM_PREFIXES
-                                         or prefix == algorithm)
+  """Whether a changed `key` makes a resumed run compute something else. An algorithm's own
+  hyperparameter (`_ALGORITHM_KEYS`, named after it: "apfl_alpha") does not matter to the
+  other algorithms ("perfedavg_hf" reads "perfedavg_alpha")."""
+  if key in _ALGORITHM_KEYS:
+    return key.split("_")[0] == algorithm.split("_")[0]
+  return key not in _RESUMABLE_KEYS
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:

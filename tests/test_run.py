@@ -92,6 +92,9 @@ def test_other_algorithms_hyperparameters_do_not_block_resuming(tmp_path):
   prepare_workdir(cfg("algorithm=apfl"), str(tmp_path / "b"))
   with pytest.raises(ValueError, match=r"different config \(apfl_alpha: 0.5 -> 1.0\)"):
     prepare_workdir(cfg("algorithm=apfl", "apfl_alpha=1.0"), str(tmp_path / "b"))
+  prepare_workdir(cfg("algorithm=perfedavg_hf"), str(tmp_path / "c"))
+  with pytest.raises(ValueError, match=r"different config \(perfedavg_alpha: 0.01 -> 0.02\)"):
+    prepare_workdir(cfg("algorithm=perfedavg_hf", "perfedavg_alpha=0.02"), str(tmp_path / "c"))
 
 
 def test_unwritable_workdir(tmp_path):

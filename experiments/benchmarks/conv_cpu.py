@@ -6,7 +6,7 @@ ResNet-18, as label-skewed partitions give; one client: `--examples`), 1 local e
 batch 64 -- for each model, under every combination of
 conv implementation (native XLA / im2col) and execution plan (fused: one jitted round,
 scanned steps, all clients vmapped or one client per chunk; host: clients one at a time,
-blocks of 10 unrolled steps), all in one process, and prints examples/s (examples processed
+blocks of up to 10 unrolled steps), all in one process, and prints examples/s (examples processed
 by local steps, padded ones included; the median of `--repeats` rounds, timed interleaved
 across the combinations of a model). The engine's automatic choice (`auto_plan`,
 `conv_impl="auto"`) is set from this.
@@ -31,7 +31,7 @@ import numpy as np
 
 from fedjax_gen import models
 from fedjax_gen.algorithms import make_algorithm
-from fedjax_gen.benchmark import input_shape, time_round
+from fedjax_gen.benchmark import input_shape, time_interleaved
 from fedjax_gen.data import ClientArrays
 from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy)
 
@@ -63,13 +63,9 @@ def build_round(model_name, conv_impl, plan, clients, examples, batch=64, local_
 
 def interleaved_throughput(rounds: dict, repeats: int) -> dict:
   """examples/s of each `(round_fn, examples)` of `rounds`, from the median of `repeats`
-  rounds timed interleaved (every variant's round r, in a rotated order, before any r+1),
-  so load that changes slowly -- other work on a shared CPU -- falls on all alike."""
-  names, times = list(rounds), {k: [] for k in rounds}
-  for r in range(repeats):
-    for k in names[r % len(names):] + names[:r % len(names)]:
-      times[k].append(time_round(rounds[k][0])[0])
-  return {k: rounds[k][1] / statistics.median(times[k]) for k in names}
+  rounds timed interleaved (`time_interleaved`)."""
+  times = time_interleaved({k: fn for k, (fn, _) in rounds.items()}, repeats)
+  return {k: rounds[k][1] / statistics.median(times[k]) for k in rounds}
 
 
 def main():
