@@ -21,7 +21,7 @@ BEGIN, END = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
 # name -> overrides of the built-in `ddpm_fmnist` config
 RUNS = {
     "federated": [],
-    "central": ["central=true", "rounds=20", "local_steps=100"],
+    "central": ["central=true", "rounds=70", "local_steps=100"],
 }
 
 
@@ -77,15 +77,29 @@ def write_report(results: dict) -> None:
   lines += ["", "Measured on this 2-core CPU (backend "
             f"{results[next(iter(results))]['backend']}), each run pinned to one core while "
             "other jobs used the other (wall times and sampling rates include waiting for "
-            "them). Re-run: `python experiments/ddpm_bench.py`.", "",
-            "Target (issue 5): federated CAS >= 0.80. "
-            + ("Met." if all(r["cas"] >= 0.8 for r in results.values()
-                             if not r["central"]) else
-               "Not met within this CPU budget: CAS still rises with training (federated: "
-               "0.268 after 50 rounds, 0.404 after 70, resumed from the round-50 checkpoint); "
-               "higher guidance does not substitute (central, 200 samples, 25 steps: guidance "
-               "2.0 CAS 0.535, 4.0 CAS 0.22: saturated samples). Longer training (`rounds=N` "
-               "resumes) or a wider UNet on a GPU is the way to the target."), ""]
+            "them). Train wall time sums every session the run was resumed in, each with the "
+            "code of its day (the runs began before the UNet's convolutions went native, "
+            "~2x slower per step). Re-run: `python experiments/ddpm_bench.py`.", ""]
+  sweeps = {name: s["guidance_sweep"] for name, s in results.items() if s.get("guidance_sweep")}
+  if sweeps:
+    scales = sorted({row["guidance_scale"] for sweep in sweeps.values() for row in sweep})
+    lines += ["CAS (Frechet distance) against the classifier-free guidance scale, the same "
+              "trained generators and samples per class as above:", "",
+              "| run | " + " | ".join(f"guidance {g:g}" for g in scales) + " |",
+              "|---|" + "---|" * len(scales)]
+    for name, sweep in sweeps.items():
+      by = {row["guidance_scale"]: row for row in sweep}
+      lines.append(f"| {name} | " + " | ".join(
+          f"{by[g]['cas']:.3f} ({by[g]['frechet_distance']:.1f})" if g in by else "-"
+          for g in scales) + " |")
+    lines += ["", "Guidance trades diversity (Frechet distance) for class fidelity (CAS).", ""]
+    lines += [f"![{name} guidance](results/ddpm_fmnist_{name}_guidance.png)" for name in sweeps]
+    lines.append("")
+  for name, r in results.items():
+    if not r["central"]:
+      lines += [f"Target (issue 5): federated CAS >= 0.80 at the run's guidance scale "
+                f"({r['config']['guidance_scale']:g}): "
+                + ("met." if r["cas"] >= 0.8 else "not met.") + f" ({name}: {r['cas']:.3f})", ""]
   lines += [f"![{name} samples](results/ddpm_fmnist_{name}_samples.png)" for name in results]
   lines.append(END)
   write_marked_section(os.path.join(HERE, "RESULTS.md"), NAME, "\n".join(lines),
@@ -107,9 +121,10 @@ def main(argv=None) -> int:
       run(name, args.root, args.overrides)
     if os.path.exists(os.path.join(args.root, name, "summary.json")):
       results[name] = collect(name, os.path.join(args.root, name))
-    samples = os.path.join(args.root, name, "samples.png")
-    if os.path.exists(samples):
-      shutil.copyfile(samples, os.path.join(HERE, "results", f"ddpm_fmnist_{name}_samples.png"))
+    for plot in ("samples", "guidance"):
+      src = os.path.join(args.root, name, f"{plot}.png")
+      if os.path.exists(src):
+        shutil.copyfile(src, os.path.join(HERE, "results", f"ddpm_fmnist_{name}_{plot}.png"))
     with open(json_path, "w") as f:
       json.dump(results, f, indent=1)
   if results:

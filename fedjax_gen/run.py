@@ -47,8 +47,10 @@ def _matters(key: str, algorithm: str) -> bool:
   return key not in _RESUMABLE_KEYS
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates the work folder, checks it is writable and was made by this config."""
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *,
+                    resumable: tuple[str, ...] = ()) -> None:
+  """Creates the work folder, checks it is writable and was made by this config (up to
+  `_RESUMABLE_KEYS` and the caller's own `resumable` keys)."""
   try:
     os.makedirs(workdir, exist_ok=True)
     atomic_write(os.path.join(workdir, ".write-test"), "ok")
@@ -63,7 +65,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
       saved = json.load(f)
     added = json.loads(config_lib.base_config().to_json())  # keys added since: defaults
     diff = sorted(k for k in set(saved) | set(current) if _matters(k, current["algorithm"])
-                  and saved.get(k, added.get(k)) != current.get(k))
+                  and k not in resumable and saved.get(k, added.get(k)) != current.get(k))
     if diff:
       changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
       raise ValueError(f"Work folder {workdir!r} holds a run of a different config "

@@ -240,7 +240,8 @@ DDPM = (["rounds=2", "local_steps=2", "num_clients=3", "clients_per_round=2",
         ["rounds=40", "local_steps=20", "num_clients=10", "clients_per_round=5",
          "unet_channels=16,32", "eval_samples_per_class=50", "sample_steps=25"])
 ddpm_config = fg.apply_overrides(fg.load_config("ddpm_fmnist"),
-                                 ["dataset=digits", "progress=false", *DDPM])
+                                 ["dataset=digits", "progress=false", "guidance_scale=2",
+                                  "eval_guidance_scales=", *DDPM])
 ddpm = train_ddpm(ddpm_config, os.path.join(WORKDIR, "ddpm"))
 print(f"CAS {ddpm['cas']:.2f} (real-data classifier: {ddpm['classifier_test_accuracy']:.2f}), "
       f"Frechet distance {ddpm['frechet_distance']:.1f} (real train vs test: "

@@ -130,11 +130,21 @@ def ddim_timesteps(schedule: Schedule, num_steps: int, *, last: int | None = Non
   return np.unique(np.round(np.linspace(0, last, int(num_steps))).astype(np.int32))
 
 
+def _clipped(schedule, x, t, eps, clip):
+  """Predicted x_0 clipped to [-clip, clip], and the noise that agrees with it (as guided
+  diffusion's DDIM does): keeping the raw eps beside a clipped x_0 lets a large guided eps
+  push samples out of range."""
+  x0 = predict_x0(schedule, x, t, eps)
+  if clip is None:
+    return x0, eps
+  x0 = jnp.clip(x0, -clip, clip)
+  abar = _bcast(_abar(schedule, t), x)
+  return x0, (x - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar)
+
+
 def _ddim_move(schedule, x, eps, t_from, t_to, clip):
   """Deterministic DDIM update from timestep t_from to t_to (either direction)."""
-  x0 = predict_x0(schedule, x, t_from, eps)
-  if clip is not None:
-    x0 = jnp.clip(x0, -clip, clip)
+  x0, eps = _clipped(schedule, x, t_from, eps, clip)
   abar_to = _bcast(_abar(schedule, t_to), x)
   return jnp.sqrt(abar_to) * x0 + jnp.sqrt(1 - abar_to) * eps
 
@@ -161,9 +171,7 @@ def ddim_sample(eps_fn: EpsFn, schedule: Schedule, x_t: jax.Array, timesteps, *,
       return _ddim_move(schedule, x, eps, t, t_prev, clip_x0), None
     abar, abar_prev = _abar(schedule, t), _abar(schedule, t_prev)
     sigma = eta * jnp.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
-    x0 = predict_x0(schedule, x, t, eps)
-    if clip_x0 is not None:
-      x0 = jnp.clip(x0, -clip_x0, clip_x0)
+    x0, eps = _clipped(schedule, x, t, eps, clip_x0)
     noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
     x = (jnp.sqrt(abar_prev) * x0 + jnp.sqrt(jnp.maximum(1 - abar_prev - sigma**2, 0)) * eps
          + sigma * noise)

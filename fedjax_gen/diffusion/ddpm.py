@@ -24,9 +24,16 @@ import orbax.checkpoint as ocp
 
 from fedjax_gen.algorithms.base import Batch
 from fedjax_gen.diffusion import core
-from fedjax_gen.models.conv import resolve_conv_impl
 from fedjax_gen.models.unet import UNet, check_image_size
 from fedjax_gen.outputs import atomic_write
+
+
+def unet_conv_impl(conv_impl: str = "auto") -> str:
+  """The UNet's convolution: "auto" is XLA's native one on every backend. Unlike the
+  classifiers' (`models.conv`), the UNet's 3x3 convolutions over 16-64 channels at 28x28 ran
+  slower as im2col on CPU: one training step of batch 32 (channels 16,32,32) took 592 ms
+  against 313 ms native, and DDIM sampling 1.5 against 2.4-3.2 images/s."""
+  return "xla" if conv_impl == "auto" else conv_impl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +53,7 @@ class DDPMSpec:
 
   def unet(self, conv_impl: str = "auto") -> UNet:
     return UNet(self.num_classes, self.channels, self.num_res_blocks,
-                conv_impl=resolve_conv_impl(conv_impl))
+                conv_impl=unet_conv_impl(conv_impl))
 
   def schedule(self) -> core.Schedule:
     return core.make_schedule(self.noise_schedule, self.diffusion_steps)

@@ -108,3 +108,22 @@ def save_sample_grid(images: np.ndarray, labels: np.ndarray, path: str, *,
     fig.suptitle(title, fontsize=9)
   fig.subplots_adjust(left=0.12, wspace=0.05, hspace=0.05)
   save_figure(fig, path, dpi=80)
+
+
+def plot_guidance_sweep(sweep: list[dict], path: str, *, title: str = "") -> None:
+  """CAS and Frechet distance against the guidance scale (rows of `guidance_sweep`)."""
+  from matplotlib.figure import Figure
+  from fedjax_gen.outputs import save_figure
+  g = [row["guidance_scale"] for row in sweep]
+  fig = Figure(figsize=(6, 4))
+  ax = fig.add_subplot()
+  ax.plot(g, [row["cas"] for row in sweep], marker="o", color="C0")
+  ax.set_xlabel("classifier-free guidance scale")
+  ax.set_ylabel("CAS", color="C0")
+  ax.grid(alpha=0.3)
+  fd = ax.twinx()
+  fd.plot(g, [row["frechet_distance"] for row in sweep], marker="s", color="C1")
+  fd.set_ylabel("Frechet distance (lower is better)", color="C1")
+  ax.set_title(title)
+  fig.tight_layout()
+  save_figure(fig, path, dpi=120)

@@ -24,9 +24,9 @@ from fedjax_gen import data as data_lib
 from fedjax_gen.algorithms import fedavg
 from fedjax_gen.checkpoint import Checkpointer
 from fedjax_gen.diffusion import core, quality
-from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec, save_ddpm, training_loss
+from fedjax_gen.diffusion.ddpm import (DDPMGenerator, DDPMSpec, save_ddpm, training_loss,
+                                       unet_conv_impl)
 from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation, auto_plan
-from fedjax_gen.models.conv import resolve_conv_impl
 from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
 
 
@@ -44,7 +44,8 @@ def ddpm_config(**overrides) -> ml_collections.ConfigDict:
       ema_decay=0.8,            # per round: generator weights = EMA of the global model
       sampler="ddim",           # ddim | ddpm
       sample_steps=50,
-      guidance_scale=2.0,
+      guidance_scale=2.0,       # the saved generator's, and the one `cas` is reported at
+      eval_guidance_scales="",  # e.g. "1,2,4,8": CAS and Frechet distance at each (guidance.png)
       eval_samples_per_class=100,
       sample_batch_size=250,
       classifier_epochs=2)      # the real-data classifier behind CAS and the Frechet distance
@@ -63,6 +64,20 @@ def _channels(config) -> tuple[int, ...]:
   return channels
 
 
+def _guidance_scales(config) -> list[float]:
+  try:
+    return [float(g) for g in str(config.eval_guidance_scales).split(",") if g.strip()]
+  except ValueError:
+    raise ValueError(f"eval_guidance_scales={config.eval_guidance_scales!r}: expected "
+                     "comma-separated numbers, e.g. 1,2,4,8.") from None
+
+
+# Keys that only change how the trained DDPM is sampled and judged: a finished run can be
+# re-evaluated with others (same `rounds`: no training step runs, the summary is rewritten).
+_SAMPLING_KEYS = ("sampler", "sample_steps", "guidance_scale", "eval_guidance_scales",
+                  "eval_samples_per_class", "sample_batch_size", "classifier_epochs")
+
+
 def validate(config) -> DDPMSpec:
   """All cheap checks of a DDPM run; returns the model spec."""
   config_lib.validate(config)
@@ -72,8 +87,9 @@ def validate(config) -> DDPMSpec:
     raise ValueError(f"cond_drop_prob must be in [0, 1), got {config.cond_drop_prob}.")
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f"ema_decay must be in [0, 1), got {config.ema_decay}.")
-  if config.guidance_scale < 0:
-    raise ValueError(f"guidance_scale must be >= 0, got {config.guidance_scale}.")
+  for scale in (config.guidance_scale, *_guidance_scales(config)):
+    if scale < 0:
+      raise ValueError(f"guidance_scale and eval_guidance_scales must be >= 0, got {scale}.")
   if config.sampler not in ("ddim", "ddpm"):
     raise ValueError(f"Unknown sampler {config.sampler!r}; valid: ddim, ddpm.")
   if not 1 <= config.sample_steps <= config.diffusion_steps:
@@ -102,14 +118,14 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.central:
     config = config.copy_and_resolve_references()
     config.update(num_clients=1, clients_per_round=1, partition="iid")
-  prepare_workdir(config, workdir)
+  prepare_workdir(config, workdir, resumable=_SAMPLING_KEYS)
   fed = load_federated_data(config)
   if tuple(fed.train.x.shape[2:]) != spec.image_shape:
     spec = DDPMSpec(tuple(fed.train.x.shape[2:]), fed.num_classes, spec.channels,
                     spec.num_res_blocks, spec.diffusion_steps, spec.noise_schedule)
 
   # --- model and algorithm -----------------------------------------------------------
-  conv_impl = resolve_conv_impl(config.conv_impl)
+  conv_impl = unet_conv_impl(config.conv_impl)
   alg = fedavg(training_loss(spec, cond_drop_prob=config.cond_drop_prob, conv_impl=conv_impl),
                optax.adam(config.lr), optax.sgd(config.server_lr or 1.0))
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
@@ -156,36 +172,52 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- generator, quality, summary -------------------------------------------------------
   generator_dir = os.path.join(workdir, "generator")
   save_ddpm(generator_dir, spec, ema)
-  gen = DDPMGenerator.load(generator_dir, sample_steps=config.sample_steps,
-                           guidance_scale=config.guidance_scale, sampler=config.sampler,
-                           batch_size=config.sample_batch_size)
   dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir or None,
                                   source=config.data_source)
-  labels = np.repeat(np.arange(spec.num_classes), config.eval_samples_per_class)
-  gen.generate(labels[:1], jax.random.key(0))  # compile outside the timing
-  t0 = time.perf_counter()
-  images = gen.generate(labels, jax.random.fold_in(key, 2**31 - 1))
-  images_per_s = len(labels) / (time.perf_counter() - t0)
   clf = quality.train_reference_classifier(dataset.x_train, dataset.y_train, dataset.x_test,
                                            dataset.y_test, spec.num_classes, seed=config.seed,
                                            epochs=config.classifier_epochs)
+  labels = np.repeat(np.arange(spec.num_classes), config.eval_samples_per_class)
   real = dataset.x_test[:len(labels)]
+  real_features = clf.features(real)
+  sample_key = jax.random.fold_in(key, 2**31 - 1)
+
+  def judge(guidance_scale):
+    gen = DDPMGenerator.load(generator_dir, sample_steps=config.sample_steps,
+                             guidance_scale=guidance_scale, sampler=config.sampler,
+                             batch_size=config.sample_batch_size)
+    gen.generate(labels[:1], jax.random.key(0))  # compile outside the timing
+    t0 = time.perf_counter()
+    images = gen.generate(labels, sample_key)
+    return gen, images, len(labels) / (time.perf_counter() - t0), {
+        "guidance_scale": guidance_scale,
+        "cas": quality.classification_accuracy_score(clf, images, labels),
+        "frechet_distance": quality.frechet_distance(real_features, clf.features(images))}
+
+  gen, images, images_per_s, scores = judge(config.guidance_scale)
+  sweep = [scores if g == config.guidance_scale else judge(g)[3]
+           for g in tqdm(sorted(set(_guidance_scales(config))), desc="guidance sweep",
+                         disable=not config.progress)]
   summary = {
       "experiment": config.get("experiment", "ddpm"), "central": bool(config.central),
-      "rounds": config.rounds, "cas": quality.classification_accuracy_score(clf, images, labels),
-      "frechet_distance": quality.frechet_distance(clf.features(real), clf.features(images)),
+      "rounds": config.rounds, "cas": scores["cas"],
+      "frechet_distance": scores["frechet_distance"],
       "frechet_distance_real_train_vs_test": quality.frechet_distance(
-          clf.features(dataset.x_train[:len(labels)]), clf.features(real)),
-      "classifier_test_accuracy": clf.test_accuracy,
+          clf.features(dataset.x_train[:len(labels)]), real_features),
+      "classifier_test_accuracy": clf.test_accuracy, "guidance_sweep": sweep,
       "train_wall_time_s": log.last("elapsed_s"), "sample_images_per_s": images_per_s,
       "samples_evaluated": int(len(labels)), "generator_dir": os.path.abspath(generator_dir),
       "generator": gen.metadata(), "backend": jax.default_backend(), "conv_impl": conv_impl,
       "plan": vars(plan)}
   write_json(os.path.join(workdir, "summary.json"), summary)
+  kind = "central" if config.central else "federated"
   quality.save_sample_grid(images, labels, os.path.join(workdir, "samples.png"),
                            class_names=dataset.class_names,
-                           title=f"{'central' if config.central else 'federated'} DDPM, "
+                           title=f"{kind} DDPM, guidance {config.guidance_scale:g}, "
                                  f"CAS {summary['cas']:.2f}")
+  if sweep:
+    quality.plot_guidance_sweep(sweep, os.path.join(workdir, "guidance.png"),
+                                title=f"{kind} DDPM after {config.rounds} rounds")
   plot_accuracy(log.rows, os.path.join(workdir, "loss.png"), title="DDPM training loss",
                 series=(("train_loss", "noise-prediction loss"),), ylabel="loss")
   return summary

@@ -105,6 +105,24 @@ def test_samplers_with_exact_denoiser_recover_gaussian_data(sampler):
   assert abs(float(x.std()) - std) < 0.03
 
 
+def test_ddim_clipping_keeps_the_noise_consistent_with_the_clipped_x0():
+  # At t1 the denoiser points at data x* = 3, outside clip_x0 = 1; at t0 it predicts eps = 0
+  # (so the output is x_t0 / sqrt(abar_t0), clipped). DDIM must step with the noise implied
+  # by the clipped x_0 = 1, i.e. as if the data were 1: x_t0 = sqrt(a0) + sqrt(1-a0) e',
+  # e' = (x_t1 - sqrt(a1)) / sqrt(1-a1). The raw eps of x* = 3 would land elsewhere.
+  s = core.make_schedule("linear", 100)
+  t0, t1 = 10, 50
+  oracle = point_mass_oracle(s, 3.0)
+  eps_fn = lambda x, t, c: jnp.where((t == t1)[:, None], oracle(x, t, c), 0.0)
+  x_t1 = jnp.array([[-1.5], [-0.5]])
+  a0, a1 = float(s.alphas_cumprod[t0]), float(s.alphas_cumprod[t1])
+  e = (x_t1 - np.sqrt(a1)) / np.sqrt(1 - a1)
+  expected = np.clip((np.sqrt(a0) + np.sqrt(1 - a0) * e) / np.sqrt(a0), -1, 1)
+  assert np.all(np.abs(expected) < 1)  # the final clip is not what the test sees
+  out = core.ddim_sample(eps_fn, s, x_t1, np.array([t0, t1]), clip_x0=1.0)
+  np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
 def test_sampling_is_jittable_and_deterministic():
   s = core.make_schedule("cosine", 100)
   eps_fn = smooth_net(4)

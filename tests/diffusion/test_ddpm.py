@@ -133,6 +133,8 @@ def test_bad_ddpm_inputs_are_clear_errors(params):
   for override, match in (("unet_channels=8,8,8,8", "divisible by 8"),
                           ("unet_channels=a,b", "comma-separated integers"),
                           ("guidance_scale=-2", "guidance_scale"),
+                          ("eval_guidance_scales=1,-1", "eval_guidance_scales must be >= 0"),
+                          ("eval_guidance_scales=1,x", "comma-separated numbers"),
                           ("sample_steps=5000", "sample_steps"),
                           ("noise_schedule=quad", "noise_schedule"),
                           ("algorithm=scaffold", "algorithm=fedavg")):
@@ -140,13 +142,14 @@ def test_bad_ddpm_inputs_are_clear_errors(params):
       validate(config_lib.apply_overrides(base, [override]))
 
 
-def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path):
+def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
   from fedjax_gen.cli import main
   workdir = str(tmp_path / "run")
   overrides = ["dataset=digits", "rounds=2", "local_steps=2", "num_clients=3",
                "clients_per_round=2",
                "unet_channels=8,8", "eval_samples_per_class=2", "sample_batch_size=20",
-               "sample_steps=2", "classifier_epochs=1", "checkpoint_every=1", "progress=false"]
+               "sample_steps=2", "classifier_epochs=1", "checkpoint_every=1", "progress=false",
+               "eval_guidance_scales="]
   assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
   summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
   for key in ("cas", "frechet_distance", "train_wall_time_s", "sample_images_per_s"):
@@ -154,8 +157,19 @@ def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path):
   assert 0 <= summary["cas"] <= 1 and summary["classifier_test_accuracy"] > 0.5
   for name in ("samples.png", "loss.png", "generator/generator.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
-  # A finished run re-run resumes (nothing to train) and reproduces its generator.
+  assert summary["guidance_sweep"] == []
+  # A finished run re-run resumes (nothing to train) and reproduces its generator; other
+  # sampling settings only re-judge it: CAS at each guidance scale of the sweep.
   before = json.load(open(os.path.join(workdir, "generator/generator.json")))["params_sha1"]
-  assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
+  resample = ["guidance_scale=1", "eval_guidance_scales=0,1"]
+  assert main(["run", "ddpm_fmnist", *overrides, *resample, "--workdir", workdir]) == 0
   after = json.load(open(os.path.join(workdir, "generator/generator.json")))["params_sha1"]
   assert before == after
+  summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
+  assert [row["guidance_scale"] for row in summary["guidance_sweep"]] == [0.0, 1.0]
+  assert summary["guidance_sweep"][1]["cas"] == summary["cas"]  # the same samples
+  assert summary["generator"]["guidance_scale"] == 1.0
+  assert os.path.exists(os.path.join(workdir, "guidance.png"))
+  capsys.readouterr()
+  assert main(["run", "ddpm_fmnist", *overrides, "lr=0.5", "--workdir", workdir]) != 0
+  assert "different config (lr: 0.002 -> 0.5)" in capsys.readouterr().err  # training key
