@@ -25,8 +25,9 @@ TABLE = Table(
     title="Generative augmentation, Fashion-MNIST (global test accuracy, %)",
     setup=("Setup of `fedjax_gen/configs/genaug_fmnist.py`: NIID-Bench (10 clients, all "
            "participating, 10 local epochs, batch 64, SGD lr 0.01 momentum 0.9, simple-CNN); "
-           "generator: the federated class-conditional DDPM of `ddpm_fmnist` (its CAS is in "
-           "the DDPM table: the quality of the synthetic images bounds what they can add). "
+           "generator: the federated class-conditional DDPM of `ddpm_fmnist`, sampled with 25 "
+           "DDIM steps at guidance 4 (its CAS there is in the DDPM table: the quality of "
+           "the synthetic images bounds what they can add). "
            "Published: NIID-Bench's FedAvg after 50 rounds; Gen-FedSD and GenFL publish no "
            "Fashion-MNIST numbers. Measured: after the rounds shown, with the overrides in "
            "each cell's `command` in `results/genaug_fmnist.json`."),

@@ -32,7 +32,7 @@ def get_config():
                 prox_mu=0.01, eval_every=1, checkpoint_every=1,
                 generator="ddpm",
                 generator_dir="experiments/runs/ddpm_fmnist/federated/generator",
-                generator_sample_steps=25, generator_guidance=2.0,
+                generator_sample_steps=25, generator_guidance=4.0,
                 fill_rule="max", genfl_synthetic_per_class=300, genfl_share=0.2,
                 genfl_server_steps=20)
   return config

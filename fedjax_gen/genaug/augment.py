@@ -89,6 +89,11 @@ def _split_points(sizes) -> list[np.ndarray]:
   return [np.arange(e - s, e) for s, e in zip(sizes, ends)]
 
 
+# The cached sets (`generate_cached` names) each algorithm generates.
+CACHE_NAMES = {"gen_fedsd": ("gen_fedsd",), "genfl": ("genfl_server", "genfl_clients"),
+               "aigc_only": ("genfl_server",)}
+
+
 def _generate(generator: Generator, labels: np.ndarray, seed: int, cache_dir, name: str
               ) -> np.ndarray:
   if len(labels) == 0:

@@ -27,7 +27,9 @@ import time
 
 from fedjax_gen import data as data_lib
 from fedjax_gen.algorithms.registry import ALGORITHMS, GENERATIVE
-from fedjax_gen.genaug.augment import GENERATOR_LOCATIONS, Augmented, gen_fedsd_data, genfl_data
+from fedjax_gen.diffusion.generator import cached_generation_s
+from fedjax_gen.genaug.augment import (CACHE_NAMES, GENERATOR_LOCATIONS, Augmented,
+                                      gen_fedsd_data, genfl_data)
 from fedjax_gen.genaug.fill import FILL_RULES
 from fedjax_gen.genaug.genfl import LAM_POLICIES
 
@@ -125,8 +127,9 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
   augments clients' data (its label counts: `label_counts_augmented.png`); returns it and
   the summary entries: `synthetic_examples` (added to clients, in total) and
   `synthetic_examples_per_client`, `server_synthetic_examples` (GenFL / AIGC-only),
-  `generation_s` (wall time of generation, or of the cache loads on a re-run; loading the
-  generator not included) and `generator` (its metadata). The generator's compatibility
+  `generation_s` (seconds the generator took to make the sets, also on a re-run that loads
+  them from the cache; loading the generator not included), `generation_wall_s` (this
+  call's wall time, cache loads included) and `generator` (its metadata). The generator's compatibility
   with the dataset is checked first."""
   generator = generator or build_generator(config, fed.class_names, fed.train.x.shape[2:])
   start = time.perf_counter()
@@ -147,7 +150,9 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
   summary = {"synthetic_examples": int(sum(per_client)),
              "synthetic_examples_per_client": per_client,
              "server_synthetic_examples": 0 if aug.server_y is None else int(len(aug.server_y)),
-             "generation_s": seconds, "generator": generator.metadata()}
+             "generation_s": cached_generation_s(cache_dir(config, workdir),
+                                                 CACHE_NAMES[config.algorithm]),
+             "generation_wall_s": seconds, "generator": generator.metadata()}
   print(f"{config.algorithm}: {summary['synthetic_examples']} synthetic examples added to "
         f"clients (per client: {per_client}), {summary['server_synthetic_examples']} held "
         f"by the server; generation {seconds:.1f} s")

@@ -11,6 +11,7 @@ import pytest
 from fedjax_gen import config as config_lib
 from fedjax_gen.cli import main
 from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec
+from fedjax_gen.diffusion.generator import cached_generation_s
 
 TINY = ["dataset=digits", "model=mlp", "num_clients=4", "clients_per_round=4", "rounds=2",
         "local_epochs=1", "batch_size=32", "eval_every=1", "checkpoint_every=0",
@@ -69,9 +70,15 @@ def test_genfl_and_aigc_only_end_to_end(tmp_path, ddpm_dir, capsys):
   assert "80 synthetic examples added to clients (per client: [20, 20, 20, 20])" in \
       capsys.readouterr().out
   assert {"genfl_server.npz", "genfl_clients.npz"} <= set(os.listdir(cache))
+  server_s = cached_generation_s(str(cache), ["genfl_server"])
+  assert server_s > 0 and s["generation_s"] == pytest.approx(
+      server_s + cached_generation_s(str(cache), ["genfl_clients"]))
   assert run(tmp_path / "aigc", "algorithm=aigc_only", *common) == 0
   s = summary(tmp_path / "aigc")
   assert s["synthetic_examples"] == 0 and s["server_synthetic_examples"] == 40
+  # It loads GenFL's server set from the shared cache: the cost reported is the cost of
+  # making that set, not of loading it.
+  assert s["generation_s"] == pytest.approx(server_s)
   assert 0 <= s["global_accuracy"] <= 1
 
 
