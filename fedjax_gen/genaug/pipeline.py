@@ -129,8 +129,8 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
   `synthetic_examples_per_client`, `server_synthetic_examples` (GenFL / AIGC-only),
   `generation_s` (seconds the generator took to make the sets, also on a re-run that loads
   them from the cache; loading the generator not included), `generation_wall_s` (this
-  call's wall time, cache loads included) and `generator` (its metadata). The generator's compatibility
-  with the dataset is checked first."""
+  call's wall time, cache loads included) and `generator` (its metadata). The generator's
+  compatibility with the dataset is checked first."""
   generator = generator or build_generator(config, fed.class_names, fed.train.x.shape[2:])
   start = time.perf_counter()
   if config.algorithm == "gen_fedsd":
@@ -155,7 +155,8 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
              "generation_wall_s": seconds, "generator": generator.metadata()}
   print(f"{config.algorithm}: {summary['synthetic_examples']} synthetic examples added to "
         f"clients (per client: {per_client}), {summary['server_synthetic_examples']} held "
-        f"by the server; generation {seconds:.1f} s")
+        f"by the server; generation {summary['generation_s']:.1f} s "
+        f"(this run: {seconds:.1f} s)")
   return aug, summary
 
 
