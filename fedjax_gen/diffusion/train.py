@@ -182,10 +182,12 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   real_features = clf.features(real)
   sample_key = jax.random.fold_in(key, 2**31 - 1)
 
+  saved = DDPMGenerator.load(generator_dir)  # read back once: what later runs point at
+
   def judge(guidance_scale):
-    gen = DDPMGenerator.load(generator_dir, sample_steps=config.sample_steps,
-                             guidance_scale=guidance_scale, sampler=config.sampler,
-                             batch_size=config.sample_batch_size)
+    gen = DDPMGenerator(saved.spec, saved.params, sample_steps=config.sample_steps,
+                        guidance_scale=guidance_scale, sampler=config.sampler,
+                        batch_size=config.sample_batch_size, source=saved.source)
     gen.generate(labels[:1], jax.random.key(0))  # compile outside the timing
     t0 = time.perf_counter()
     images = gen.generate(labels, sample_key)
