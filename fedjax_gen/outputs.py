@@ -2,6 +2,9 @@
 
 Every file is written atomically (a temporary file, then `os.replace`), so a run killed
 at any moment leaves either the old or the new version, never half of one.
+
+On several hosts (`jax.distributed`), every process runs the same code on the same shared
+work folder; only process 0 writes (`is_primary`), so no two processes race on one file.
 """
 
 from __future__ import annotations
@@ -12,8 +15,18 @@ import os
 import tempfile
 from typing import Any
 
+import jax
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files: process 0 of a multi-host run (every
+  process computes the same values; the others would only race on the same files)."""
+  return jax.process_index() == 0
+
 
 def atomic_write(path: str, text: str) -> None:
+  if not is_primary():
+    return
   folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
   with os.fdopen(fd, "w") as f:
@@ -24,6 +37,8 @@ def atomic_write(path: str, text: str) -> None:
 def save_figure(fig, path: str, *, dpi: int) -> None:
   """`fig.savefig(path)` as a PNG, atomically (a temporary file in the same folder, then
   renamed): a reader never sees a half-written plot, an interrupted save leaves none."""
+  if not is_primary():
+    return
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder, prefix=".tmp-")
@@ -76,6 +91,8 @@ class MetricsLog:
   def append(self, row: dict) -> None:
     row = {k: _clean(v) for k, v in row.items()}
     self.rows.append(row)
+    if not is_primary():
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
       f.flush()

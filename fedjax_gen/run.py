@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 
 import jax
@@ -53,8 +54,9 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *,
   `_RESUMABLE_KEYS` and the caller's own `resumable` keys)."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    atomic_write(os.path.join(workdir, ".write-test"), "ok")
-    os.remove(os.path.join(workdir, ".write-test"))
+    fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write-test-")  # one per process
+    os.close(fd)
+    os.remove(probe)
   except OSError as e:
     raise PermissionError(f"Work folder {workdir!r} is not writable ({e.strerror}); pass "
                           "--workdir pointing to a folder you can write.") from None

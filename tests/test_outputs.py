@@ -60,3 +60,35 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
       assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
   finally:
     matplotlib.use(before)
+
+
+@pytest.mark.parametrize("process", [0, 1])
+def test_only_process_zero_writes_the_run_files(tmp_path, monkeypatch, process):
+  """On several hosts every process runs the same code on one shared work folder: process 0
+  writes, the others keep their values in memory and leave the folder alone."""
+  import jax
+  import numpy as np
+
+  from fedjax_gen import config as config_lib
+  from fedjax_gen.diffusion.generator import generate_cached
+  from fedjax_gen.run import prepare_workdir
+  from tests.genaug.fakes import ConstantGenerator
+
+  monkeypatch.setattr(jax, "process_index", lambda *a, **k: process)
+  work = tmp_path / "w"
+  prepare_workdir(config_lib.base_config(), str(work))  # checks writability on every process
+  log = outputs.MetricsLog(str(work / "metrics.jsonl"), keep_through_round=0)
+  log.append({"round": 1, "global_accuracy": 0.5})
+  outputs.write_json(str(work / "summary.json"), {"global_accuracy": 0.5})
+  outputs.plot_accuracy(log.rows, str(work / "acc.png"))
+  images = generate_cached(ConstantGenerator(), np.array([0, 2]), 0, str(work / "generated"))
+
+  assert log.last("global_accuracy") == 0.5 and images.shape == (2, 2, 2, 1)
+  written = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+  if process == 0:
+    assert written == ["acc.png", "config.json", "generated", "generated/generated.json",
+                       "generated/generated.npz", "generated/generator.json",
+                       "metrics.jsonl", "summary.json"]
+    assert json.loads((work / "metrics.jsonl").read_text()) == log.rows[0]
+  else:
+    assert written == ["generated"]

@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import jax
 import numpy as np
 
-from fedjax_gen.outputs import atomic_write
+from fedjax_gen.outputs import atomic_write, is_primary
 
 
 @runtime_checkable
@@ -114,9 +114,10 @@ def generate_cached(generator: Generator, labels, seed: int, cache_dir: str | No
   start = time.perf_counter()
   images = generator.generate(labels, jax.random.PRNGKey(seed))
   record["generation_s"] = time.perf_counter() - start
-  tmp = os.path.join(cache_dir, f".tmp-{name}.npz")
-  np.savez(tmp, images=images, labels=labels)
-  os.replace(tmp, data_path)
+  if is_primary():
+    tmp = os.path.join(cache_dir, f".tmp-{name}.npz")
+    np.savez(tmp, images=images, labels=labels)
+    os.replace(tmp, data_path)
   atomic_write(meta_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
   return images
 
