@@ -15,12 +15,11 @@ import os
 import tempfile
 from typing import Any
 
-import jax
-
 
 def is_primary() -> bool:
   """Whether this process writes the run's files: process 0 of a multi-host run (every
   process computes the same values; the others would only race on the same files)."""
+  import jax  # here: reading results back (tables, notebooks) need not import JAX
   return jax.process_index() == 0
 
 
