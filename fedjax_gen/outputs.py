@@ -13,7 +13,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any
+from typing import IO, Any, Callable
 
 
 def is_primary() -> bool:
@@ -23,32 +23,32 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
-def atomic_write(path: str, text: str) -> None:
+def atomic_save(path: str, write: Callable[[IO], None], *, text: bool = False,
+                suffix: str = "") -> None:
+  """`write(f)` into a temporary file beside `path`, then renamed onto it: a reader never
+  sees half a file and an interrupted save leaves none. Process 0 only (`is_primary`)."""
   if not is_primary():
     return
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def save_figure(fig, path: str, *, dpi: int) -> None:
-  """`fig.savefig(path)` as a PNG, atomically (a temporary file in the same folder, then
-  renamed): a reader never sees a half-written plot, an interrupted save leaves none."""
-  if not is_primary():
-    return
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder, prefix=".tmp-")
+  fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)),
+                             prefix=".tmp-")
   try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, format="png", dpi=dpi)
+    with os.fdopen(fd, "w" if text else "wb") as f:
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def atomic_write(path: str, text: str) -> None:
+  atomic_save(path, lambda f: f.write(text), text=True)
+
+
+def save_figure(fig, path: str, *, dpi: int) -> None:
+  """`fig.savefig(path)` as a PNG, atomically (`atomic_save`), creating its folder."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=dpi), suffix=".png")
 
 
 def write_marked_section(path: str, name: str, block: str, *, heading: str) -> None:

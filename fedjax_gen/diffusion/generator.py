@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import jax
 import numpy as np
 
-from fedjax_gen.outputs import atomic_write, is_primary
+from fedjax_gen.outputs import atomic_save, atomic_write
 
 
 @runtime_checkable
@@ -114,10 +114,7 @@ def generate_cached(generator: Generator, labels, seed: int, cache_dir: str | No
   start = time.perf_counter()
   images = generator.generate(labels, jax.random.PRNGKey(seed))
   record["generation_s"] = time.perf_counter() - start
-  if is_primary():
-    tmp = os.path.join(cache_dir, f".tmp-{name}.npz")
-    np.savez(tmp, images=images, labels=labels)
-    os.replace(tmp, data_path)
+  atomic_save(data_path, lambda f: np.savez(f, images=images, labels=labels), suffix=".npz")
   atomic_write(meta_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
   return images
 
