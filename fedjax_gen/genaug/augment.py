@@ -89,9 +89,10 @@ def _split_points(sizes) -> list[np.ndarray]:
   return [np.arange(e - s, e) for s, e in zip(sizes, ends)]
 
 
-# The cached sets (`generate_cached` names) each algorithm generates.
-CACHE_NAMES = {"gen_fedsd": ("gen_fedsd",), "genfl": ("genfl_server", "genfl_clients"),
-               "aigc_only": ("genfl_server",)}
+# The cached sets (`generate_cached` names) and which algorithm generates which.
+GEN_FEDSD_SET, GENFL_SERVER_SET, GENFL_CLIENTS_SET = "gen_fedsd", "genfl_server", "genfl_clients"
+CACHE_NAMES = {"gen_fedsd": (GEN_FEDSD_SET,), "genfl": (GENFL_SERVER_SET, GENFL_CLIENTS_SET),
+               "aigc_only": (GENFL_SERVER_SET,)}
 
 
 def _generate(generator: Generator, labels: np.ndarray, seed: int, cache_dir, name: str
@@ -134,7 +135,7 @@ def gen_fedsd_data(fed: FederatedData, generator: Generator, rule: str = "max",
   check_compatible(generator, fed.train.x.shape[2:], fed.num_classes)
   n_gen = fill_counts(fed.label_counts, rule, budget=budget)
   labels = labels_of_counts(n_gen)
-  images = _generate(generator, labels, seed, cache_dir, "gen_fedsd")
+  images = _generate(generator, labels, seed, cache_dir, GEN_FEDSD_SET)
   sizes = n_gen.sum(axis=1)
   train, marker = augment_clients(fed.train, images, labels, _split_points(sizes))
   return Augmented(_with_train(fed, train), sizes.astype(np.int64), marker)
@@ -186,14 +187,14 @@ def genfl_data(fed: FederatedData, generator: Generator, *, per_class: int, shar
   shares = share_indices(per_class * fed.num_classes, num_clients, share, seed)
   check_compatible(generator, fed.train.x.shape[2:], fed.num_classes)
   server_y = balanced_labels(fed.num_classes, per_class)
-  server_x = _generate(generator, server_y, seed, cache_dir, "genfl_server")
+  server_x = _generate(generator, server_y, seed, cache_dir, GENFL_SERVER_SET)
   if not augment or share == 0:
     shares = [np.zeros(0, np.int64)] * num_clients
   if generator_on == "server":
     extra_x, extra_y, idx = server_x, server_y, shares
   else:
     extra_y = np.concatenate([server_y[i] for i in shares]).astype(np.int32)
-    extra_x = _generate(generator, extra_y, clients_seed(seed), cache_dir, "genfl_clients")
+    extra_x = _generate(generator, extra_y, clients_seed(seed), cache_dir, GENFL_CLIENTS_SET)
     idx = _split_points([len(i) for i in shares])
   train, marker = augment_clients(fed.train, extra_x, extra_y, idx)
   return Augmented(_with_train(fed, train), np.array([len(i) for i in shares], np.int64),
