@@ -1,4 +1,6 @@
-"""`fedjax-gen` command line: `run EXPERIMENT [KEY=VALUE ...] --workdir DIR` and `list`."""
+"""`fedjax-gen` command line: `run EXPERIMENT [KEY=VALUE ...] --workdir DIR`, `eval --workdir
+DIR [KEY=VALUE ...]` (the last checkpoint again, under other evaluation settings), `list` and
+`bench`."""
 
 from __future__ import annotations
 
@@ -26,13 +28,17 @@ def main(argv: list[str] | None = None) -> int:
   run.add_argument("experiment", help="built-in name (see `fedjax-gen list`) or config path")
   run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   run.add_argument("--workdir", required=True, help="folder for metrics, plots, checkpoints")
+  ev = sub.add_parser("eval", help="evaluate a run's last checkpoint again, with other "
+                      "evaluation-only settings (e.g. newcomer_steps=50); writes nothing")
+  ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+  ev.add_argument("--workdir", required=True, help="the folder of a `run`")
   sub.add_parser("list", help="list built-in experiments")
   sub.add_parser("bench", add_help=False, help="round-throughput benchmark vs a JAX loop, "
                  "PyTorch and FedJAX (experiments/benchmarks/round_bench.py; flags pass through)")
   args, extra = parser.parse_known_args(argv)
   if args.command == "bench":
     return _bench(extra)
-  if extra and (args.command != "run" or any("=" not in e for e in extra)):
+  if extra and (args.command not in ("run", "eval") or any("=" not in e for e in extra)):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   if extra:  # KEY=VALUE overrides given after --workdir
     args.overrides += extra
@@ -42,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(config_lib.builtin_experiments()))
     return 0
   try:
-    config = config_lib.apply_overrides(config_lib.load_config(args.experiment), args.overrides)
-    summary = trainer(config)(config, args.workdir)
+    if args.command == "eval":
+      from fedjax_gen.run import evaluate_checkpoint
+      summary = evaluate_checkpoint(args.workdir, args.overrides)
+    else:
+      config = config_lib.apply_overrides(config_lib.load_config(args.experiment),
+                                          args.overrides)
+      summary = trainer(config)(config, args.workdir)
   except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, ImportError) as e:
     print(f"fedjax-gen: error: {e}", file=sys.stderr)
     return 2

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import time
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,11 @@ _ALGORITHM_KEYS = ("fedrep_head_fraction", "ditto_lambda", "apfl_alpha", "apfl_a
 # Keys that do not change what a run computes: a work folder may be resumed with others.
 _RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
                    "chunk_size", "steps_per_call", "eval_batch_size", "conv_impl")
+
+# Keys that change only how a trained run is evaluated (`evaluate_checkpoint`, `fedjax-gen
+# eval`): local steps before evaluation and pFedGPA's newcomer recipe.
+EVAL_KEYS = ("finetune_steps", "newcomer_steps", "eval_batch_size", "pfedgpa_omega",
+             "pfedgpa_init_rounds", "pfedgpa_guidance")
 
 
 def _matters(key: str, algorithm: str) -> bool:
@@ -155,23 +161,35 @@ def _time_split(rows) -> dict:
           "timed_rounds": [r["round"] for r in timed]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) the federated experiment `config` in `workdir`; returns the summary."""
-  # --- checks and data: everything that can fail does so before training ---------------
-  config_lib.validate(config)
-  prepare_workdir(config, workdir)
+class _Setup(NamedTuple):
+  """What a run and a re-evaluation share: data, simulation, evaluator, initial params."""
+  fed: data_lib.FederatedData
+  sim: Simulation
+  evaluator: Evaluator
+  params: Any
+  train_ids: np.ndarray
+  new_ids: np.ndarray
+  conv_impl: str
+  aug_summary: dict | None
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str, *, heatmap: bool = False
+           ) -> _Setup:
+  """Data (with a generative algorithm's synthetic part, cached in `workdir`), model,
+  algorithm, simulation and evaluator of `config`; no training. `heatmap`: save the
+  clients' label counts as `workdir/label_counts.png`."""
   fed = load_federated_data(config)
   if config.show_label_counts:
     print(data_lib.format_label_counts(fed.label_counts, fed.class_names))
-  data_lib.save_label_heatmap(fed.label_counts, os.path.join(workdir, "label_counts.png"),
-                              class_names=fed.class_names,
-                              title=f"{config.dataset} {config.partition}")
+  if heatmap:
+    data_lib.save_label_heatmap(fed.label_counts, os.path.join(workdir, "label_counts.png"),
+                                class_names=fed.class_names,
+                                title=f"{config.dataset} {config.partition}")
   aug = aug_summary = None
   if config.algorithm in genaug.GENERATIVE:  # generator checked against the data, then run
     aug, aug_summary = genaug.prepare(config, fed, workdir)
     fed = aug.fed
 
-  # --- model and algorithm -----------------------------------------------------------
   example_shape = fed.train.x.shape[2:]
   conv_impl = config.conv_impl
   if conv_impl == "auto" and config.steps_per_call == 0:  # a forced fused (scanned) round
@@ -204,7 +222,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=config.eval_batch_size)
-  server, client_states = sim.init(params)
+  return _Setup(fed, sim, evaluator, params, train_ids, new_ids, conv_impl, aug_summary)
+
+
+def _eval_key(config, round_: int) -> jax.Array:
+  """The key of the evaluation after round `round_` (its newcomers' and fine-tunes' batches)."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1), round_)
+
+
+def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
+  """Evaluates the last checkpoint of the run in `workdir` again, under its own config with
+  `overrides` of evaluation-only keys (`EVAL_KEYS`: how many fine-tune and newcomer steps,
+  pFedGPA's newcomer guidance). Unchanged, it reproduces the run's evaluation of that round
+  exactly (the final round is always both saved and evaluated). Writes nothing."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir!r} holds no run (no config.json); pass the --workdir "
+                            "of a `fedjax-gen run`.")
+  not_eval = [o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0] not in EVAL_KEYS]
+  if not_eval:
+    raise ValueError(f"{', '.join(not_eval)} change(s) training, not only evaluation; "
+                     f"`eval` takes {', '.join(EVAL_KEYS)}. Start a new run for the others.")
+  config = config_lib.base_config()
+  with open(path) as f:
+    config.update(json.load(f))
+  if config.get("task", "classify") != "classify":
+    raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
+                     f"{config.task!r} run.")
+  config = config_lib.apply_overrides(config, list(overrides))
+  config_lib.validate(config)
+  ckpt = Checkpointer(workdir)
+  last = ckpt.latest_round()
+  if not last:
+    ckpt.close()
+    raise ValueError(f"{workdir!r} has no checkpoint yet; let the run save one first.")
+  s = _setup(config, workdir)
+  server, client_states = s.sim.init(s.params)
+  server, client_states, _ = ckpt.restore(server, client_states)
+  ckpt.close()
+  metrics = evaluate(config, s.sim, s.evaluator, server, client_states, s.train_ids,
+                     s.new_ids, _eval_key(config, last))
+  return {"round": last, "overrides": list(overrides),
+          **{k: float(v) for k, v in metrics.items()}}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the federated experiment `config` in `workdir`; returns the summary."""
+  # --- checks, data, model and algorithm: everything that can fail does so before training
+  config_lib.validate(config)
+  prepare_workdir(config, workdir)
+  s = _setup(config, workdir, heatmap=True)
+  sim, evaluator, train_ids, new_ids = s.sim, s.evaluator, s.train_ids, s.new_ids
+  server, client_states = sim.init(s.params)
 
   # --- resume ----------------------------------------------------------------------------
   ckpt = Checkpointer(workdir)
@@ -216,7 +285,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- round loop: metrics stay on device until a log point ---------------------------
   key = jax.random.key(config.seed)  # round r uses fold_in(key, r)
-  eval_key = jax.random.fold_in(key, 2**31 - 1)
   pending, t_last = [], time.perf_counter()
   bar = tqdm(range(start + 1, config.rounds + 1), initial=start, total=config.rounds,
              desc=config.experiment if "experiment" in config else "run",
@@ -247,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
         if is_eval:
           row.update(evaluate(config, sim, evaluator, server, client_states, train_ids,
-                              new_ids, jax.random.fold_in(eval_key, r)))
+                              new_ids, _eval_key(config, r)))
           shown = {"acc": row["global_accuracy"], "pacc": row.get("personalized_accuracy")}
           bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None},
                           clients_s=f"{clients_per_s:.1f}")
@@ -263,8 +331,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     "new_client_accuracy")}
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
-             "plan": vars(sim.plan), "conv_impl": conv_impl,
-             "backend": jax.default_backend(), **(aug_summary or {}),
+             "plan": vars(sim.plan), "conv_impl": s.conv_impl,
+             "backend": jax.default_backend(), **(s.aug_summary or {}),
              **_time_split(log.rows)}
   write_json(os.path.join(workdir, "summary.json"), summary)
   plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"),

@@ -138,3 +138,27 @@ def test_newcomers_are_evaluated(tmp_path):
                                    "newcomer_steps=3"), str(tmp_path))
   assert 0 <= summary["new_client_accuracy"] <= 1
   assert 0 <= summary["personalized_accuracy"] <= 1
+
+
+def test_eval_reproduces_the_last_evaluation_and_takes_only_evaluation_keys(tmp_path, capsys):
+  from fedjax_gen import cli
+  from fedjax_gen.run import evaluate_checkpoint
+  summary = train_and_evaluate(cfg("algorithm=fedavg_ft", "holdout_clients=0.25", "rounds=2",
+                                   "clients_per_round=6", "finetune_steps=3",
+                                   "newcomer_steps=3"), str(tmp_path))
+  again = evaluate_checkpoint(str(tmp_path))
+  assert again["round"] == 2
+  for key in ("global_accuracy", "personalized_accuracy", "new_client_accuracy"):
+    assert again[key] == summary[key], key
+  before = sorted(os.listdir(tmp_path))
+  longer = evaluate_checkpoint(str(tmp_path), ["newcomer_steps=30"])
+  assert longer["overrides"] == ["newcomer_steps=30"]
+  assert longer["global_accuracy"] == summary["global_accuracy"]  # same trained model
+  assert longer["new_client_accuracy"] != summary["new_client_accuracy"]
+  assert sorted(os.listdir(tmp_path)) == before  # writes nothing
+  with pytest.raises(ValueError, match="lr change.*not only evaluation"):
+    evaluate_checkpoint(str(tmp_path), ["lr=0.5"])
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    evaluate_checkpoint(str(tmp_path / "nothing-here"))
+  assert cli.main(["eval", "--workdir", str(tmp_path), "seed=3"]) == 2
+  assert "seed change(s) training" in capsys.readouterr().err
