@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -124,12 +125,17 @@ def write_report(table: Table, results: dict) -> None:
            if any(c["summary"].get(k) for c in seed_cells(cell) for k in table.cost_keys)]
   if costs:
     lines += ["", "Cost in seconds (mean ± std over seeds): " + "; ".join(costs) + "."]
-  times = [c["summary"]["wall_time_s"] / c["summary"]["rounds"]
-           for s in results.values() for cell in s.values() for c in seed_cells(cell)
-           if c["summary"].get("wall_time_s")]
-  if times:
+  times = {}  # algorithm -> seconds per round of each of its runs
+  for split_cells in results.values():
+    for alg, cell in split_cells.items():
+      times.setdefault(alg, []).extend(
+          c["summary"]["wall_time_s"] / c["summary"]["rounds"] for c in seed_cells(cell)
+          if c["summary"].get("wall_time_s"))
+  if any(times.values()):
     lines += ["", f"Wall time per round on this 2-core CPU (jax {jax.__version__}, other work "
-              f"sharing the CPU at times): {min(times):.0f}-{max(times):.0f} s."]
+              "sharing the CPU at times; median over an algorithm's runs): "
+              + ", ".join(f"{alg} {statistics.median(times[alg]):.0f} s"
+                          for alg in table.algorithms if times.get(alg)) + "."]
   lines += ["", f"![{table.metric} per round](results/{table.name}.png)", "",
             f"Re-run or extend: `python experiments/{table.name.split('_')[0]}_bench.py "
             "--rounds N`; one cell: the `command` of that cell in "
