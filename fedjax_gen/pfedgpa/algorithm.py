@@ -29,7 +29,7 @@ Our choices where the paper leaves details open (config `pfedgpa_*`; defaults he
   zero-padded tail (`token_pad`); per-layer normalisation fitted on the buffer (`norm`).
 * no autoencoder: the denoiser works on the normalised tokens directly (p-diff's latent
   autoencoder is left out).
-* diffusion: `timesteps` T=100, linear schedule; inversion depth `s=20` (abar_s ~ 0.55),
+* diffusion: `timesteps` T=100, linear schedule; inversion depth `s=20` (abar_s ~ 0.69),
   visiting every timestep up to s (`ddim_steps=0`); plain DDIM inversion (the denoiser
   evaluated at the lower timestep, `fixed_point_iters=0`): with a learned model the
   round trip is not the identity, and that difference is the aggregation.
