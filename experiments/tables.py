@@ -150,22 +150,29 @@ def _plot(table: Table, results: dict) -> None:
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
   from fedjax_gen.outputs import save_figure
-  fig = Figure(figsize=(3.2 * len(table.splits), 3.2))
+  fig = Figure(figsize=(3.2 * len(table.splits) + 1.2, 3.2))
+  cmap = matplotlib.colormaps["tab20" if len(table.algorithms) > 10 else "tab10"]
+  colors = {alg: cmap(j) for j, alg in enumerate(table.algorithms)}  # same in every panel
+  handles = {}
   for i, (split, (label, _)) in enumerate(table.splits.items()):
     ax = fig.add_subplot(1, len(table.splits), i + 1)
     for alg in table.algorithms:
       cell = results.get(split, {}).get(alg)
       if cell and cell.get("curve"):  # seed 0
-        ax.plot(*zip(*cell["curve"]), marker="o", markersize=3, label=alg)
+        handles[alg], = ax.plot(*zip(*cell["curve"]), marker="o", markersize=3, label=alg,
+                                color=colors[alg])
+    if not ax.lines:
+      ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(label)
     ax.set_ylim(0, 1)
     ax.set_xlabel("round")
     ax.grid(alpha=0.3)
     if i == 0:
       ax.set_ylabel(table.metric.replace("_", " "))
-    if i == 0 and ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=6)
-  fig.tight_layout()
+  if handles:
+    fig.legend([handles[a] for a in table.algorithms if a in handles],
+               [a for a in table.algorithms if a in handles], loc="center right", fontsize=7)
+  fig.tight_layout(rect=(0, 0, 1 - 1.2 / (3.2 * len(table.splits) + 1.2), 1))
   save_figure(fig, table.plot_path, dpi=110)
 
 
