@@ -150,7 +150,8 @@ def _plot(table: Table, results: dict) -> None:
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
   from fedjax_gen.outputs import save_figure
-  fig = Figure(figsize=(3.2 * len(table.splits) + 1.2, 3.2))
+  width = 3.2 * len(table.splits) + 1.2  # panels and, on the right, the legend
+  fig = Figure(figsize=(width, 3.2))
   cmap = matplotlib.colormaps["tab20" if len(table.algorithms) > 10 else "tab10"]
   colors = {alg: cmap(j) for j, alg in enumerate(table.algorithms)}  # same in every panel
   handles = {}
@@ -172,7 +173,7 @@ def _plot(table: Table, results: dict) -> None:
   if handles:
     fig.legend([handles[a] for a in table.algorithms if a in handles],
                [a for a in table.algorithms if a in handles], loc="center right", fontsize=7)
-  fig.tight_layout(rect=(0, 0, 1 - 1.2 / (3.2 * len(table.splits) + 1.2), 1))
+  fig.tight_layout(rect=(0, 0, 1 - 1.2 / width, 1))
   save_figure(fig, table.plot_path, dpi=110)
 
 
