@@ -75,7 +75,9 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *,
     diff = sorted(k for k in set(saved) | set(current) if _matters(k, current["algorithm"])
                   and k not in resumable and saved.get(k, added.get(k)) != current.get(k))
     if diff:
-      changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
+      changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" if k in current
+                          else f"{k}={saved[k]!r}, a key this version no longer has"
+                          for k in diff)
       raise ValueError(f"Work folder {workdir!r} holds a run of a different config "
                        f"({changes}). Use a new --workdir, or delete this one to start over.")
   atomic_write(path, json.dumps(current, indent=2, sort_keys=True) + "\n")

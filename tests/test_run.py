@@ -97,6 +97,15 @@ def test_other_algorithms_hyperparameters_do_not_block_resuming(tmp_path):
     prepare_workdir(cfg("algorithm=perfedavg_hf", "perfedavg_alpha=0.02"), str(tmp_path / "c"))
 
 
+def test_a_key_this_version_lacks_is_named_as_such(tmp_path):
+  prepare_workdir(cfg(), str(tmp_path))
+  path = tmp_path / "config.json"
+  saved = json.loads(path.read_text())
+  path.write_text(json.dumps({**saved, "retired_option": "x"}))
+  with pytest.raises(ValueError, match="retired_option='x', a key this version no longer has"):
+    prepare_workdir(cfg(), str(tmp_path))
+
+
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
