@@ -164,8 +164,7 @@ def _time_split(rows) -> dict:
 
 
 class _Setup(NamedTuple):
-  """What a run and a re-evaluation share: data, simulation, evaluator, initial params."""
-  fed: data_lib.FederatedData
+  """What a run and a re-evaluation share: simulation, evaluator, initial params."""
   sim: Simulation
   evaluator: Evaluator
   params: Any
@@ -224,7 +223,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *, heatmap: bool = F
                    train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=config.eval_batch_size)
-  return _Setup(fed, sim, evaluator, params, train_ids, new_ids, conv_impl, aug_summary)
+  return _Setup(sim, evaluator, params, train_ids, new_ids, conv_impl, aug_summary)
 
 
 def _eval_key(config, round_: int) -> jax.Array:
@@ -241,27 +240,28 @@ def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir!r} holds no run (no config.json); pass the --workdir "
                             "of a `fedjax-gen run`.")
-  not_eval = [o.split("=", 1)[0] for o in overrides if o.split("=", 1)[0] not in EVAL_KEYS]
+  run_config = config_lib.base_config()
+  with open(path) as f:
+    run_config.update(json.load(f))
+  if run_config.get("task", "classify") != "classify":
+    raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
+                     f"{run_config.task!r} run.")
+  config = config_lib.apply_overrides(run_config, list(overrides))
+  not_eval = [k for k in config if k not in EVAL_KEYS and config[k] != run_config[k]]
   if not_eval:
     raise ValueError(f"{', '.join(not_eval)} change(s) training, not only evaluation; "
                      f"`eval` takes {', '.join(EVAL_KEYS)}. Start a new run for the others.")
-  config = config_lib.base_config()
-  with open(path) as f:
-    config.update(json.load(f))
-  if config.get("task", "classify") != "classify":
-    raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
-                     f"{config.task!r} run.")
-  config = config_lib.apply_overrides(config, list(overrides))
   config_lib.validate(config)
   ckpt = Checkpointer(workdir)
-  last = ckpt.latest_round()
-  if not last:
+  try:
+    last = ckpt.latest_round()
+    if not last:
+      raise ValueError(f"{workdir!r} has no checkpoint yet; let the run save one first.")
+    s = _setup(config, workdir)
+    server, client_states = s.sim.init(s.params)
+    server, client_states, _ = ckpt.restore(server, client_states)
+  finally:
     ckpt.close()
-    raise ValueError(f"{workdir!r} has no checkpoint yet; let the run save one first.")
-  s = _setup(config, workdir)
-  server, client_states = s.sim.init(s.params)
-  server, client_states, _ = ckpt.restore(server, client_states)
-  ckpt.close()
   metrics = evaluate(config, s.sim, s.evaluator, server, client_states, s.train_ids,
                      s.new_ids, _eval_key(config, last))
   return {"round": last, "overrides": list(overrides),
