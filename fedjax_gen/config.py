@@ -88,7 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
       pfedgpa_token_size=256,   # parameters per token
       pfedgpa_token_pad="end",  # end (zero tail) | layer (pad each layer) | none (must divide)
       pfedgpa_norm="layer",     # layer | element: normalisation stats fitted on the buffer
-      pfedgpa_denoiser="transformer",  # transformer | mlp (per-token, no attention)
+      pfedgpa_denoiser="transformer",  # transformer | mlp (per-token) | lowrank (x0, whole model)
       pfedgpa_width=64,         # denoiser width, depth and attention heads
       pfedgpa_depth=2,
       pfedgpa_heads=4,
@@ -96,6 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
       pfedgpa_schedule="linear",  # linear | cosine
       pfedgpa_s=20,             # inversion depth, in [1, T]
       pfedgpa_ddim_steps=0,     # DDIM steps to reach s (0 = all s)
+      pfedgpa_inversion="ddim",  # ddim (the paper's) | noise (x_s ~ q(x_s | x_0), SDEdit-like)
       pfedgpa_fixed_point_iters=0,  # refinement of each inversion step (0 = plain DDIM)
       pfedgpa_buffer=40,        # recent uploads kept for online training (>= clients_per_round)
       pfedgpa_train_steps=50,   # denoiser Adam steps per round

@@ -78,15 +78,30 @@ def predict_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, eps: jax.Array)
   return (x_t - jnp.sqrt(1 - abar) * eps) / jnp.sqrt(abar)
 
 
+def eps_from_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, x0: jax.Array) -> jax.Array:
+  """The noise implied by a predicted x_0 (the inverse of `predict_x0`)."""
+  abar = _bcast(_abar(schedule, t), x_t)
+  return (x_t - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar)
+
+
 def ddpm_loss(eps_fn: EpsFn, schedule: Schedule, x0: jax.Array, key: jax.Array, *,
-              cond: Any = None, mask: jax.Array | None = None) -> jax.Array:
+              cond: Any = None, mask: jax.Array | None = None,
+              snr_gamma: float | None = None) -> jax.Array:
   """The noise-prediction loss `|eps - eps_fn(x_t, t, cond)|^2` (simple loss of DDPM),
-  t uniform in [0, T); mean over each example's elements, then a (masked) batch mean."""
+  t uniform in [0, T); mean over each example's elements, then a (masked) batch mean.
+
+  `snr_gamma` weights each example by min(SNR_t, gamma) / SNR_t (Min-SNR, Hang et al.
+  2023): for x_0-predicting models, whose eps error at small t is their x_0 error times
+  sqrt(SNR_t), it caps that amplification at gamma."""
   k_t, k_eps = jax.random.split(key)
   t = jax.random.randint(k_t, x0.shape[:1], 0, schedule.num_steps)
   noise = jax.random.normal(k_eps, x0.shape, x0.dtype)
   err = jnp.square(eps_fn(add_noise(schedule, x0, t, noise), t, cond) - noise)
   per_example = err.reshape(x0.shape[0], -1).mean(axis=1)
+  if snr_gamma is not None:
+    abar = _abar(schedule, t)
+    snr = abar / (1 - abar)
+    per_example = per_example * jnp.minimum(snr, snr_gamma) / snr
   if mask is None:
     return per_example.mean()
   mask = mask.astype(per_example.dtype)

@@ -28,11 +28,17 @@ Our choices where the paper leaves details open (config `pfedgpa_*`; defaults he
   only those, the rest being plainly averaged); tokens of `token_size=256` scalars, one
   zero-padded tail (`token_pad`); per-layer normalisation fitted on the buffer (`norm`).
 * no autoencoder: the denoiser works on the normalised tokens directly (p-diff's latent
-  autoencoder is left out).
+  autoencoder is left out). `denoiser="lowrank"` is the nearest thing: an x0-predicting
+  model through a `width`-dimensional bottleneck over the whole flattened model
+  (`denoiser.py`), trained with Min-SNR-5 weighting.
 * diffusion: `timesteps` T=100, linear schedule; inversion depth `s=20` (abar_s ~ 0.69),
   visiting every timestep up to s (`ddim_steps=0`); plain DDIM inversion (the denoiser
   evaluated at the lower timestep, `fixed_point_iters=0`): with a learned model the
-  round trip is not the identity, and that difference is the aggregation.
+  round trip is not the identity, and that difference is the aggregation. Measured, that
+  difference is small: deterministic inversion and denoising with one model nearly
+  undo each other. `inversion="noise"` instead draws x_s ~ q(x_s | x_0) (SDEdit's start;
+  keys `fold_in(fold_in(key(seed), 2), round)`, a newcomer's from its evaluation key), so
+  the detail below the noise level of s is the denoiser's to fill in.
 * online training: `buffer=40` uploads (two rounds of 20), `train_steps=50` per round,
   batches of `batch=16` drawn with replacement, Adam `lr=1e-3` with global-norm clipping
   at 1; keys `fold_in(key(seed), round)`.
@@ -80,6 +86,7 @@ class PFedGPAOptions(NamedTuple):
   schedule: str = "linear"       # linear | cosine
   s: int = 20                    # inversion depth, in [1, T]
   ddim_steps: int = 0            # DDIM steps to reach s; 0 = all s
+  inversion: str = "ddim"        # ddim (deterministic) | noise (q(x_s | x_0), SDEdit-like)
   fixed_point_iters: int = 0     # refinement of each inversion step
   buffer: int = 40               # uploads kept for online training (>= clients per round)
   train_steps: int = 50          # denoiser steps per round
@@ -104,6 +111,7 @@ def check_options(o: PFedGPAOptions, clients_per_round: int | None = None) -> No
   choice("schedule", o.schedule, core.SCHEDULES)
   choice("aggregation", o.aggregation, AGGREGATIONS)
   choice("guidance", o.guidance, GUIDANCE)
+  choice("inversion", o.inversion, aggregate.INVERSIONS)
   for key in ("token_size", "width", "depth", "heads", "timesteps", "buffer", "batch"):
     if getattr(o, key) < 1:
       raise ValueError(f"pfedgpa_{key} must be >= 1, got {getattr(o, key)}.")
@@ -142,6 +150,7 @@ class PFedGPAClientState(NamedTuple):
 class NewcomerCarry(NamedTuple):
   local: base.LocalState
   anchor: base.Params      # theta_{l-1}: where the current initialisation round started
+  key: jax.Array           # the newcomer's noise (inversion="noise"), folded with the step
 
 
 def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, params,
@@ -164,7 +173,9 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
                                      depth=o.depth, heads=o.heads)
   den_opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(o.lr))
   base_key = jax.random.key(o.seed)
-  eps_of = lambda p: denoiser_lib.eps_fn_of(model, p)
+  eps_of = lambda p: denoiser_lib.eps_fn_of(model, p, schedule)
+  # x0-predicting denoisers: Min-SNR-5 weighting, else their small-t eps loss explodes
+  snr_gamma = 5.0 if getattr(model, "predicts", "eps") == "x0" else None
   flat = lambda p: tokenize.flatten(layout, p)
 
   def server_init(params):
@@ -209,10 +220,12 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
     den, den_opt_state, loss = aggregate.train_denoiser(
         eps_of, den_opt, server.den_params, server.den_opt_state, schedule, data,
         server.buffer_count, jax.random.fold_in(base_key, server.round),
-        steps=o.train_steps, batch_size=o.batch)
+        steps=o.train_steps, batch_size=o.batch, snr_gamma=snr_gamma)
     x0 = jax.vmap(lambda p: tokenize.encode(layout, stats, p))(sampled.params)
-    x0_hat = aggregate.invert_denoise(eps_of(den), schedule, x0, ts,
-                                      fixed_point_iters=o.fixed_point_iters)
+    x0_hat = aggregate.invert_denoise(
+        eps_of(den), schedule, x0, ts, inversion=o.inversion,
+        key=jax.random.fold_in(jax.random.fold_in(base_key, 2), server.round),
+        fixed_point_iters=o.fixed_point_iters)
     personal = jax.vmap(lambda x, own: tokenize.decode(layout, stats, x, own),
                         in_axes=(0, None))(x0_hat, server.params)
     return (server._replace(den_params=den, den_opt_state=den_opt_state, stats=stats,
@@ -220,17 +233,18 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
             PFedGPAClientState(personal))
 
   # --- newcomers: I initialisation rounds of local steps, each then guided denoising ---
-  def guided(server, theta, anchor):
+  def guided(server, theta, anchor, key):
     enc = lambda p: tokenize.encode(layout, server.stats, p)
     x, a = enc(theta), enc(anchor)
     d = x - a if o.guidance == "update" else a - x
     out = aggregate.guided_denoise(eps_of(server.den_params), schedule, x[None], d[None],
-                                   o.omega, ts, fixed_point_iters=o.fixed_point_iters)[0]
+                                   o.omega, ts, inversion=o.inversion, key=key,
+                                   fixed_point_iters=o.fixed_point_iters)[0]
     return tokenize.decode(layout, server.stats, out, theta)
 
   def newcomer_init(server, state, key):
-    del state, key
-    return NewcomerCarry(base.local_init(client_opt, server.params), server.params)
+    del state
+    return NewcomerCarry(base.local_init(client_opt, server.params), server.params, key)
 
   def newcomer_step(server, carry, batch):
     local, loss = base.local_step(loss_fn, client_opt, carry.local, batch)
@@ -239,11 +253,11 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
 
     def denoise(args):
       local, _ = args
-      theta = guided(server, local.params, carry.anchor)
+      theta = guided(server, local.params, carry.anchor, jax.random.fold_in(carry.key, t))
       return base.local_init(client_opt, theta)._replace(steps=local.steps), theta
 
     local, anchor = jax.lax.cond(boundary, denoise, lambda args: args, (local, carry.anchor))
-    return NewcomerCarry(local, anchor), loss
+    return NewcomerCarry(local, anchor, carry.key), loss
 
   if o.aggregation == "diffusion" and o.init_rounds > 0:
     newcomer = base.Adaptation(newcomer_init, newcomer_step,

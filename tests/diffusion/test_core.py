@@ -60,6 +60,7 @@ def test_add_noise_and_predict_x0_round_trip():
   t = jnp.array([0, 10, 50, 99])
   xt = core.add_noise(s, x0, t, noise)
   np.testing.assert_allclose(core.predict_x0(s, xt, t, noise), x0, atol=2e-3)
+  np.testing.assert_allclose(core.eps_from_x0(s, xt, t, x0), noise, atol=2e-3)
 
 
 @pytest.mark.parametrize("fixed_point_iters", [0, 3])
@@ -145,6 +146,15 @@ def test_ddpm_loss_is_zero_for_the_exact_point_mass_denoiser_and_masks():
   wrong = lambda x, t, c: jnp.where(jnp.arange(2)[:, None] == 1, 100.0, 0.0) * jnp.ones_like(x)
   masked = core.ddpm_loss(wrong, s, x0, jax.random.key(1), mask=jnp.array([True, False]))
   np.testing.assert_allclose(masked, 1.0, atol=0.1)
+
+
+def test_min_snr_weighting_scales_each_timestep_by_min_snr_gamma_over_snr():
+  s = core.make_schedule("linear", 100)
+  zero = lambda x, t, c: jnp.zeros_like(x)
+  snr = s.alphas_cumprod / (1 - s.alphas_cumprod)
+  want = float(jnp.mean(jnp.minimum(snr, 5.0) / snr))  # E over uniform t of weight * 1
+  got = core.ddpm_loss(zero, s, jnp.zeros((4000, 64)), jax.random.key(2), snr_gamma=5.0)
+  np.testing.assert_allclose(got, want, rtol=0.05)
 
 
 def test_classifier_free_guidance_combines_conditional_and_null_predictions():

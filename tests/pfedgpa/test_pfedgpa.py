@@ -103,6 +103,29 @@ def test_inversion_then_denoising_with_gaussian_oracle_returns_input():
   np.testing.assert_allclose(out, x0, atol=1e-4)
 
 
+def test_noised_inversion_forgets_the_upload_and_the_true_noise_restores_it():
+  """inversion="noise" draws x_s ~ q(x_s | x0): the point-mass oracle still denoises it to
+  x0 exactly, while a Gaussian oracle's output depends on the draw (the detail below the
+  noise level is the model's) and is pulled toward the learned mean."""
+  schedule = core.make_schedule("linear", 100)
+  mu = jnp.linspace(-1, 1, 24).reshape(3, 8)
+  x0 = mu[None] + 2.0 * jax.random.normal(jax.random.key(0), (4, 3, 8))
+  ts = aggregate.inversion_timesteps(schedule, 30)
+  key = jax.random.key(5)
+  out = aggregate.invert_denoise(point_mass_oracle(schedule, x0), schedule, x0, ts,
+                                 inversion="noise", key=key)
+  np.testing.assert_allclose(out, x0, atol=1e-4)
+  gauss = gaussian_oracle(schedule, mu, 0.3)
+  a, b = (aggregate.invert_denoise(gauss, schedule, x0, ts, inversion="noise", key=k)
+          for k in (key, jax.random.key(6)))
+  assert float(jnp.abs(a - b).max()) > 1e-2
+  assert float(jnp.linalg.norm(a - mu)) < float(jnp.linalg.norm(x0 - mu))
+  with pytest.raises(ValueError, match="pass `key`"):
+    aggregate.invert_denoise(gauss, schedule, x0, ts, inversion="noise")
+  with pytest.raises(ValueError, match="pfedgpa_inversion"):
+    aggregate.invert_denoise(gauss, schedule, x0, ts, inversion="sde")
+
+
 def test_guidance_moves_along_the_local_update():
   """With a denoiser that predicts a fixed noise e (data x0 + multiples of e lie on one
   DDIM path), inversion is exact and the guided run lands at x0 + (1 + omega)
@@ -119,6 +142,32 @@ def test_guidance_moves_along_the_local_update():
                              atol=2e-5)
   np.testing.assert_allclose(aggregate.guided_denoise(lambda xt, t, c: e, schedule, x, d,
                                                       -1.0, ts), x, atol=2e-5)
+
+
+# --- denoisers ---------------------------------------------------------------------------
+def test_lowrank_denoiser_learns_a_low_dimensional_set_the_token_model_cannot():
+  """Uploads that share a per-parameter mean and differ along 2 directions: the x0-
+  predicting low-rank model fits them (DDPM loss far below 1, the loss of eps = 0), the
+  per-token transformer of the same width (narrower than a token, as by default: 64 <
+  256) does not."""
+  from fedjax_gen.pfedgpa import denoiser as den
+  schedule = core.make_schedule("linear", 100)
+  k = jax.random.split(jax.random.key(0), 3)
+  base, dirs = jax.random.normal(k[0], (8, 64)), jax.random.normal(k[1], (2, 8, 64))
+  data = base + jnp.einsum("bk,kij->bij", jax.random.normal(k[2], (24, 2)), dirs)
+  losses = {}
+  for name in ("lowrank", "transformer"):
+    model = den.make_denoiser(name, num_tokens=8, token_size=64, width=16, depth=1, heads=2)
+    p = den.init_denoiser(model, jax.random.key(1))
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))
+    eps_of = lambda q, m=model: den.eps_fn_of(m, q, schedule)
+    gamma = 5.0 if name == "lowrank" else None
+    p, _, _ = aggregate.train_denoiser(eps_of, opt, p, opt.init(p), schedule, data,
+                                       jnp.asarray(24), jax.random.key(2), steps=300,
+                                       batch_size=8, snr_gamma=gamma)
+    losses[name] = float(jnp.mean(jnp.stack([core.ddpm_loss(
+        eps_of(p), schedule, data, jax.random.key(10 + i)) for i in range(4)])))
+  assert losses["lowrank"] < 0.3 < 0.6 < losses["transformer"], losses
 
 
 # --- the algorithm in the engine -------------------------------------------------------
@@ -147,6 +196,18 @@ def test_rounds_are_deterministic_from_the_seed():
   a = run_rounds(SMALL, n=2)[4]
   b = run_rounds(SMALL, n=2)[4]
   assert_trees_close(a, b, atol=0, rtol=0)
+
+
+def test_noised_inversion_runs_deterministically_in_rounds_and_for_newcomers():
+  noisy = SMALL._replace(inversion="noise")
+  sim, alg, _, server, states = run_rounds(noisy, n=2)
+  assert_trees_close(states, run_rounds(noisy, n=2)[4], atol=0, rtol=0)
+  assert not np.allclose(states.params["head"]["kernel"],
+                         run_rounds(SMALL, n=2)[4].params["head"]["kernel"])
+  out = [sim.adapt(alg.newcomer, server, states, [0, 1], jax.random.key(k), steps=4)
+         for k in (9, 9, 10)]
+  assert_trees_close(out[0], out[1], atol=0, rtol=0)
+  assert not np.allclose(out[0]["head"]["kernel"], out[2]["head"]["kernel"])
 
 
 def test_ablations_mean_is_fedavg_and_identity_is_local():
@@ -200,6 +261,8 @@ def test_bad_inputs_raise_before_training():
   with pytest.raises(ValueError, match=r"pfedgpa_buffer=2 is smaller than one round's "
                      r"uploads \(clients_per_round=3\)"):
     build(buffer=2)
+  with pytest.raises(ValueError, match="Unknown pfedgpa_inversion 'sde'"):
+    build(inversion="sde")
   with pytest.raises(ValueError, match="Unknown pfedgpa_token_pad 'middle'"):
     check_options(SMALL._replace(token_pad="middle"))
 
