@@ -123,7 +123,7 @@ def check_options(o: PFedGPAOptions, clients_per_round: int | None = None) -> No
                      f"T=pfedgpa_timesteps={o.timesteps}.")
   if not o.lr > 0:
     raise ValueError(f"pfedgpa_lr must be > 0, got {o.lr}.")
-  if o.width % o.heads:
+  if o.denoiser == "transformer" and o.width % o.heads:
     raise ValueError(f"pfedgpa_width={o.width} must be divisible by pfedgpa_heads={o.heads}.")
   if clients_per_round is not None and o.buffer < clients_per_round:
     raise ValueError(f"pfedgpa_buffer={o.buffer} is smaller than one round's uploads "

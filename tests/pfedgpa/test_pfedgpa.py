@@ -271,6 +271,8 @@ def test_config_validation_catches_pfedgpa_errors():
   config = config_lib.load_config("pfedgpa_fmnist")
   for override, message in (("pfedgpa_s=101", "must lie in"),
                             ("pfedgpa_buffer=5", "smaller than one round"),
-                            ("pfedgpa_aggregation=median", "Unknown pfedgpa_aggregation")):
+                            ("pfedgpa_aggregation=median", "Unknown pfedgpa_aggregation"),
+                            ("pfedgpa_inversion=sde", "Unknown pfedgpa_inversion 'sde'"),
+                            ("pfedgpa_denoiser=unet", "Unknown pfedgpa_denoiser 'unet'")):
     with pytest.raises(ValueError, match=message):
       config_lib.validate(config_lib.apply_overrides(config, [override]))
