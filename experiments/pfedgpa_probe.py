@@ -22,8 +22,6 @@ aggregation is measured in raw parameter units.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import jax
@@ -31,28 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedjax_gen import config as config_lib, run
-from fedjax_gen.checkpoint import Checkpointer
+from fedjax_gen import run
 from fedjax_gen.diffusion import core
 from fedjax_gen.pfedgpa import aggregate, denoiser as den, options_from_config, tokenize
-
-
-def restore(workdir):
-  config = config_lib.base_config()
-  with open(os.path.join(workdir, "config.json")) as f:
-    config.update(json.load(f))
-  if config.algorithm != "pfedgpa":
-    raise SystemExit(f"{workdir!r} holds a {config.algorithm!r} run; pass a pfedgpa run.")
-  s = run._setup(config, workdir)
-  server, states = s.sim.init(s.params)
-  ckpt = Checkpointer(workdir)
-  try:
-    if not ckpt.latest_round():
-      raise SystemExit(f"{workdir!r} has no checkpoint yet.")
-    server, states, _ = ckpt.restore(server, states)
-  finally:
-    ckpt.close()
-  return config, s, server, states
 
 
 def distances(x, ref, mean):
@@ -73,7 +52,10 @@ def main(argv=None):
   args = ap.parse_args(argv)
   if args.train and args.steps < 50:
     raise SystemExit(f"--steps {args.steps}: train at least 50 steps (one chunk).")
-  config, s, server, states = restore(args.workdir)
+  config = run.read_run_config(args.workdir)
+  if config.algorithm != "pfedgpa":
+    raise SystemExit(f"{args.workdir!r} holds a {config.algorithm!r} run; pass a pfedgpa run.")
+  s, server, states, _ = run.restore_run(config, args.workdir)
   o = options_from_config(config)
   layout = tokenize.make_layout(s.params, layers=o.layers, token_size=o.token_size,
                                 pad=o.token_pad)
@@ -108,10 +90,9 @@ def main(argv=None):
   params = den.init_denoiser(model, jax.random.key(1))
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
   eps_of = lambda p: den.eps_fn_of(model, p, schedule)
-  gamma = 5.0 if getattr(model, "predicts", "eps") == "x0" else None
   train = jax.jit(lambda p, st, k: aggregate.train_denoiser(
       eps_of, opt, p, st, schedule, data, jnp.asarray(data.shape[0]), k, steps=50,
-      batch_size=o.batch, snr_gamma=gamma))
+      batch_size=o.batch, snr_gamma=den.snr_gamma(model)))
   ts = aggregate.inversion_timesteps(schedule, o.s, o.ddim_steps)
   trip = jax.jit(lambda p, inv: aggregate.invert_denoise(
       eps_of(p), schedule, x, ts, inversion=inv, key=jax.random.key(7)), static_argnums=1)

@@ -231,27 +231,21 @@ def _eval_key(config, round_: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1), round_)
 
 
-def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
-  """Evaluates the last checkpoint of the run in `workdir` again, under its own config with
-  `overrides` of evaluation-only keys (`EVAL_KEYS`: how many fine-tune and newcomer steps,
-  pFedGPA's newcomer guidance). Unchanged, it reproduces the run's evaluation of that round
-  exactly (the final round is always both saved and evaluated). Writes nothing."""
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a `fedjax-gen run` saved in `workdir`, over this version's defaults."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir!r} holds no run (no config.json); pass the --workdir "
                             "of a `fedjax-gen run`.")
-  run_config = config_lib.base_config()
+  config = config_lib.base_config()
   with open(path) as f:
-    run_config.update(json.load(f))
-  if run_config.get("task", "classify") != "classify":
-    raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
-                     f"{run_config.task!r} run.")
-  config = config_lib.apply_overrides(run_config, list(overrides))
-  not_eval = [k for k in config if k not in EVAL_KEYS and config[k] != run_config[k]]
-  if not_eval:
-    raise ValueError(f"{', '.join(not_eval)} change(s) training, not only evaluation; "
-                     f"`eval` takes {', '.join(EVAL_KEYS)}. Start a new run for the others.")
-  config_lib.validate(config)
+    config.update(json.load(f))
+  return config
+
+
+def restore_run(config: ml_collections.ConfigDict, workdir: str):
+  """`(setup, server, client_states, round)`: the run in `workdir` built under `config`
+  and restored from its last checkpoint (a ValueError if it has none yet)."""
   ckpt = Checkpointer(workdir)
   try:
     last = ckpt.latest_round()
@@ -262,6 +256,25 @@ def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
     server, client_states, _ = ckpt.restore(server, client_states)
   finally:
     ckpt.close()
+  return s, server, client_states, last
+
+
+def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
+  """Evaluates the last checkpoint of the run in `workdir` again, under its own config with
+  `overrides` of evaluation-only keys (`EVAL_KEYS`: how many fine-tune and newcomer steps,
+  pFedGPA's newcomer guidance). Unchanged, it reproduces the run's evaluation of that round
+  exactly (the final round is always both saved and evaluated). Writes nothing."""
+  run_config = read_run_config(workdir)
+  if run_config.get("task", "classify") != "classify":
+    raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
+                     f"{run_config.task!r} run.")
+  config = config_lib.apply_overrides(run_config, list(overrides))
+  not_eval = [k for k in config if k not in EVAL_KEYS and config[k] != run_config[k]]
+  if not_eval:
+    raise ValueError(f"{', '.join(not_eval)} change(s) training, not only evaluation; "
+                     f"`eval` takes {', '.join(EVAL_KEYS)}. Start a new run for the others.")
+  config_lib.validate(config)
+  s, server, client_states, last = restore_run(config, workdir)
   metrics = evaluate(config, s.sim, s.evaluator, server, client_states, s.train_ids,
                      s.new_ids, _eval_key(config, last))
   return {"round": last, "overrides": list(overrides),

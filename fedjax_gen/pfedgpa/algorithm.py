@@ -174,8 +174,6 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
   den_opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(o.lr))
   base_key = jax.random.key(o.seed)
   eps_of = lambda p: denoiser_lib.eps_fn_of(model, p, schedule)
-  # x0-predicting denoisers: Min-SNR-5 weighting, else their small-t eps loss explodes
-  snr_gamma = 5.0 if getattr(model, "predicts", "eps") == "x0" else None
   flat = lambda p: tokenize.flatten(layout, p)
 
   def server_init(params):
@@ -220,7 +218,8 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
     den, den_opt_state, loss = aggregate.train_denoiser(
         eps_of, den_opt, server.den_params, server.den_opt_state, schedule, data,
         server.buffer_count, jax.random.fold_in(base_key, server.round),
-        steps=o.train_steps, batch_size=o.batch, snr_gamma=snr_gamma)
+        steps=o.train_steps, batch_size=o.batch,
+        snr_gamma=denoiser_lib.snr_gamma(model))
     x0 = jax.vmap(lambda p: tokenize.encode(layout, stats, p))(sampled.params)
     x0_hat = aggregate.invert_denoise(
         eps_of(den), schedule, x0, ts, inversion=o.inversion,

@@ -120,13 +120,24 @@ def init_denoiser(model: nn.Module, key: jax.Array):
   return model.init(key, x, jnp.zeros((1,), jnp.int32))["params"]
 
 
+def predicts_x0(model: nn.Module) -> bool:
+  return getattr(model, "predicts", "eps") == "x0"
+
+
+def snr_gamma(model: nn.Module) -> float | None:
+  """The DDPM loss's Min-SNR gamma for `model`: 5 for x_0-predicting models, whose eps
+  loss at small t would otherwise blow their x_0 error up by sqrt(SNR_t); None (the plain
+  loss) for eps-predicting ones."""
+  return 5.0 if predicts_x0(model) else None
+
+
 def eps_fn_of(model: nn.Module, params, schedule: core.Schedule):
   """The diffusion core's `eps_fn(x, t, cond)` for denoiser `params` (an x_0-predicting
   model's output converted to eps under `schedule`)."""
   def eps_fn(x, t, cond):
     del cond
     out = model.apply({"params": params}, x, t)
-    if getattr(model, "predicts", "eps") == "x0":
+    if predicts_x0(model):
       return core.eps_from_x0(schedule, x, t, out)
     return out
   return eps_fn

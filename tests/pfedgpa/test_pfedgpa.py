@@ -161,10 +161,9 @@ def test_lowrank_denoiser_learns_a_low_dimensional_set_the_token_model_cannot():
     p = den.init_denoiser(model, jax.random.key(1))
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))
     eps_of = lambda q, m=model: den.eps_fn_of(m, q, schedule)
-    gamma = 5.0 if name == "lowrank" else None
     p, _, _ = aggregate.train_denoiser(eps_of, opt, p, opt.init(p), schedule, data,
                                        jnp.asarray(24), jax.random.key(2), steps=300,
-                                       batch_size=8, snr_gamma=gamma)
+                                       batch_size=8, snr_gamma=den.snr_gamma(model))
     losses[name] = float(jnp.mean(jnp.stack([core.ddpm_loss(
         eps_of(p), schedule, data, jax.random.key(10 + i)) for i in range(4)])))
   assert losses["lowrank"] < 0.3 < 0.6 < losses["transformer"], losses
