@@ -27,7 +27,7 @@ RUNS = {
 
 def run(name: str, root: str, extra: list[str]) -> None:
   from fedjax_gen import config as config_lib
-  from fedjax_gen.diffusion.train import train_ddpm
+  from fedjax_gen.trainer.ddpm import train_ddpm
   config = config_lib.apply_overrides(config_lib.load_config("ddpm_fmnist"), RUNS[name] + extra)
   train_ddpm(config, os.path.join(root, name))
 

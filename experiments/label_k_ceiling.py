@@ -26,7 +26,7 @@ import optax
 
 from fedjax_gen import config as config_lib
 from fedjax_gen.models import get_model, init_params
-from fedjax_gen.run import load_federated_data
+from fedjax_gen.trainer.train import load_federated_data
 
 
 def _valid(arrays):

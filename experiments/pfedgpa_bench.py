@@ -35,13 +35,13 @@ SPLITS = {"dir0.1": ("Dir(0.1)", ["partition=dirichlet", "alpha=0.1"]),
 ALGORITHMS = ("pfedgpa", "fedavg", "fedavg_ft", "fedper", "fedrep", "ditto", "pfedme")
 # Ablations of pFedGPA on Dir(0.1): name -> (label, overrides).
 ABLATIONS = {
-    "mean": ("no diffusion: plain averaging (FedAvg)", ["pfedgpa_aggregation=mean"]),
-    "identity": ("no aggregation: own upload (local)", ["pfedgpa_aggregation=identity"]),
-    "s5": ("inversion depth s=5", ["pfedgpa_s=5"]),
-    "s50": ("inversion depth s=50", ["pfedgpa_s=50"]),
-    "buf16": ("buffer 16 (one round)", ["pfedgpa_buffer=16"]),
-    "buf64": ("buffer 64 (four rounds)", ["pfedgpa_buffer=64"]),
-    "guide_as_written": ("newcomer guidance as written", ["pfedgpa_guidance=as_written"]),
+    "mean": ("no diffusion: plain averaging (FedAvg)", ["pfedgpa.aggregation=mean"]),
+    "identity": ("no aggregation: own upload (local)", ["pfedgpa.aggregation=identity"]),
+    "s5": ("inversion depth s=5", ["pfedgpa.s=5"]),
+    "s50": ("inversion depth s=50", ["pfedgpa.s=50"]),
+    "buf16": ("buffer 16 (one round)", ["pfedgpa.buffer=16"]),
+    "buf64": ("buffer 64 (four rounds)", ["pfedgpa.buffer=64"]),
+    "guide_as_written": ("newcomer guidance as written", ["pfedgpa.guidance=as_written"]),
 }
 METRICS = ("personalized_accuracy", "new_client_accuracy", "global_accuracy")
 
@@ -53,7 +53,7 @@ def cell_key(split, variant, seed):
 def run_cell(split, variant, seed, rounds, root, extra):
   from fedjax_gen import config as config_lib
   from fedjax_gen.outputs import read_metrics
-  from fedjax_gen.run import train_and_evaluate
+  from fedjax_gen.trainer.train import train_and_evaluate
   if variant in ABLATIONS:
     algo = ["algorithm=pfedgpa"] + ABLATIONS[variant][1]
   else:

@@ -10,7 +10,7 @@ Two probes, both on the last checkpoint of a `fedjax-gen run pfedgpa_fmnist ...`
 * `--train DENOISER`: a fresh denoiser trained offline on the checkpoint's upload buffer,
   `--steps` Adam steps of the DDPM loss (Min-SNR-5 for the x0-predicting `lowrank`), with
   its DDPM loss on the buffer under fresh noise (eps = 0 scores 1.0) and the same distances after a round trip
-  with DDIM inversion and with noised inversion (`pfedgpa_inversion`), every 10%.
+  with DDIM inversion and with noised inversion (`pfedgpa.inversion`), every 10%.
 
     python experiments/pfedgpa_probe.py --workdir W
     python experiments/pfedgpa_probe.py --workdir W --train lowrank --norm element --lr 3e-3 --steps 1000
@@ -29,9 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedjax_gen import run
+from fedjax_gen.trainer import train as run
 from fedjax_gen.diffusion import core
-from fedjax_gen.pfedgpa import aggregate, denoiser as den, options_from_config, tokenize
+from fedjax_gen.algorithms.pfedgpa import aggregate, denoiser as den, options_from_config, tokenize
 
 
 def distances(x, ref, mean):

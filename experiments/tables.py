@@ -45,7 +45,7 @@ class Table:
 def run_cell(table: Table, split: str, algorithm: str, rounds: int, root: str,
              extra: list[str], seed: int = 0) -> dict:
   from fedjax_gen import config as config_lib
-  from fedjax_gen.run import train_and_evaluate
+  from fedjax_gen.trainer.train import train_and_evaluate
   overrides = table.splits[split][1] + [f"algorithm={algorithm}", f"rounds={rounds}"] + extra
   if seed:
     overrides.append(f"seed={seed}")

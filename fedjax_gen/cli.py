@@ -1,5 +1,6 @@
 """`fedjax-gen` command line: `run EXPERIMENT [KEY=VALUE ...] --workdir DIR`, `eval --workdir
-DIR [KEY=VALUE ...]` (the last checkpoint again, under other evaluation settings), `list` and
+DIR [KEY=VALUE ...]` (the last checkpoint again, under other evaluation settings), `config
+EXPERIMENT [KEY=VALUE ...]` (the resolved config with each key's meaning), `list` and
 `bench`."""
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ import sys
 
 
 def trainer(config):
-  """The function that runs `config`: by its `task` key (imports JAX: after cheap checks)."""
-  task = config.get("task", "classify")
-  if task == "ddpm":
-    from fedjax_gen.diffusion.train import train_ddpm
-    return train_ddpm
-  if task != "classify":
-    raise ValueError(f"Unknown task {task!r}; valid: classify, ddpm.")
-  from fedjax_gen.run import train_and_evaluate
-  return train_and_evaluate
+  """The function that runs `config`, by its `task` key."""
+  from fedjax_gen import trainer as trainer_lib
+  if config.task == "ddpm":
+    return trainer_lib.train_ddpm
+  if config.task != "classify":
+    raise ValueError(f"Unknown task {config.task!r}; valid: classify, ddpm.")
+  return trainer_lib.train_and_evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,16 +28,21 @@ def main(argv: list[str] | None = None) -> int:
   run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   run.add_argument("--workdir", required=True, help="folder for metrics, plots, checkpoints")
   ev = sub.add_parser("eval", help="evaluate a run's last checkpoint again, with other "
-                      "evaluation-only settings (e.g. newcomer_steps=50); writes nothing")
+                      "evaluation-only settings (e.g. personalized.newcomer_steps=50); writes nothing")
   ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   ev.add_argument("--workdir", required=True, help="the folder of a `run`")
+  cf = sub.add_parser("config", help="print an experiment's resolved config, each key with "
+                      "its meaning")
+  cf.add_argument("experiment", help="built-in name (see `fedjax-gen list`) or config path")
+  cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   sub.add_parser("list", help="list built-in experiments")
   sub.add_parser("bench", add_help=False, help="round-throughput benchmark vs a JAX loop, "
                  "PyTorch and FedJAX (experiments/benchmarks/round_bench.py; flags pass through)")
   args, extra = parser.parse_known_args(argv)
   if args.command == "bench":
     return _bench(extra)
-  if extra and (args.command not in ("run", "eval") or any("=" not in e for e in extra)):
+  if extra and (args.command not in ("run", "eval", "config")
+                or any("=" not in e for e in extra)):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   if extra:  # KEY=VALUE overrides given after --workdir
     args.overrides += extra
@@ -49,8 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   try:
     if args.command == "eval":
-      from fedjax_gen.run import evaluate_checkpoint
+      from fedjax_gen.trainer import evaluate_checkpoint
       summary = evaluate_checkpoint(args.workdir, args.overrides)
+    elif args.command == "config":
+      config = config_lib.apply_overrides(config_lib.load_config(args.experiment),
+                                          args.overrides)
+      config_lib.validate(config)
+      print(config_lib.describe(config))
+      return 0
     else:
       config = config_lib.apply_overrides(config_lib.load_config(args.experiment),
                                           args.overrides)

@@ -232,7 +232,7 @@ on real data assigns to the class they were generated for) and a Frechet distanc
 classifier's feature space, and saves the generator in `WORKDIR/ddpm/generator`.
 """),
     code("""
-from fedjax_gen.diffusion.train import train_ddpm
+from fedjax_gen.trainer.ddpm import train_ddpm
 
 DDPM = (["rounds=2", "local_steps=2", "num_clients=3", "clients_per_round=2",
          "unet_channels=8,8", "eval_samples_per_class=2", "sample_batch_size=20",
@@ -296,7 +296,7 @@ for FedAvg, 0.956 for Gen-FedSD (about 6,000 images filled in) and 0.916 for Gen
 Fashion-MNIST numbers (NIID-Bench setting, a DDPM trained for 50 rounds) are in
 `experiments/RESULTS.md`. GenFL's choices where the paper is silent (synthetic set size,
 share, the `genfl_lam_policy` schedule, skew-aware weights) are config keys; see
-`fedjax_gen/genaug/genfl.py`.
+`fedjax_gen/algorithms/genfl.py`.
 """),
     code("""
 outputs.write_json(os.path.join(WORKDIR, "notebook.json"), {

@@ -1,8 +1,13 @@
-"""`fedjax_gen.benchmark`: in-process round timing of the benchmark runners."""
+"""experiments/benchmarks/baselines.py: in-process round timing of the benchmark runners."""
+
+import os
+import sys
 
 import pytest
 
-from fedjax_gen import benchmark
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments", "benchmarks"))
+import baselines as benchmark  # noqa: E402
 
 
 def test_compare_times_each_runner_and_skips_a_missing_package(monkeypatch):

@@ -23,13 +23,13 @@ def cfg(*overrides):
     (["rounds=-3"], "rounds must be > 0"),
     (["lr=0"], "lr must be > 0"),
     (["momentum=1"], r"momentum must be in \[0, 1\)"),
-    (["test_fraction=1.0"], r"test_fraction must be in \[0, 1\)"),
-    (["holdout_clients=1.0"], r"holdout_clients must be a fraction in \[0, 1\)"),
-    (["holdout_clients=-0.1"], r"holdout_clients must be a fraction in \[0, 1\)"),
-    (["holdout_clients=0.6"], "clients_per_round=10 exceeds the 8 clients left to train"),
-    (["finetune_steps=-1"], "finetune_steps must be >= 0"),
-    (["newcomer_steps=-2"], "newcomer_steps must be >= 0"),
-    (["conv_impl=cudnn"], "Unknown conv_impl 'cudnn'"),
+    (["data.test_fraction=1.0"], r"test_fraction must be in \[0, 1\)"),
+    (["personalized.holdout_clients=1.0"], r"holdout_clients must be a fraction in \[0, 1\)"),
+    (["personalized.holdout_clients=-0.1"], r"holdout_clients must be a fraction in \[0, 1\)"),
+    (["personalized.holdout_clients=0.6"], "clients_per_round=10 exceeds the 8 clients left to train"),
+    (["personalized.finetune_steps=-1"], "finetune_steps must be >= 0"),
+    (["personalized.newcomer_steps=-2"], "newcomer_steps must be >= 0"),
+    (["run.conv_impl=cudnn"], "Unknown run.conv_impl 'cudnn'"),
 ])
 def test_validate_rejects(overrides, message):
   with pytest.raises(ValueError, match=message):
@@ -39,7 +39,7 @@ def test_validate_rejects(overrides, message):
 def test_overrides_are_typed_and_unknown_keys_listed():
   c = cfg("alpha=0.1", "rounds=3", "algorithm=scaffold", "progress=false")
   assert (c.alpha, c.rounds, c.algorithm, c.progress) == (0.1, 3, "scaffold", False)
-  with pytest.raises(ValueError, match="Unknown config key 'alpah'; valid keys: .*alpha"):
+  with pytest.raises(ValueError, match="Unknown config key 'alpah'; top-level keys: .*alpha"):
     cfg("alpah=0.1")
   with pytest.raises(ValueError, match="rounds='many': expected a number"):
     cfg("rounds=many")

@@ -23,7 +23,7 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
-PFEDGPA = importlib.util.find_spec("fedjax_gen.pfedgpa") is not None
+PFEDGPA = importlib.util.find_spec("fedjax_gen.algorithms.pfedgpa") is not None
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
@@ -76,7 +76,7 @@ def test_03_generative_augmentation(tmp_path, monkeypatch):
   assert (tmp_path / "ddpm" / "samples.png").exists()
 
 
-@pytest.mark.skipif(not PFEDGPA, reason="fedjax_gen.pfedgpa (algorithm=pfedgpa) is not "
+@pytest.mark.skipif(not PFEDGPA, reason="fedjax_gen.algorithms.pfedgpa (algorithm=pfedgpa) is not "
                     "in this checkout yet")
 def test_04_pfedgpa(tmp_path, monkeypatch):
   out = execute("04_pfedgpa", tmp_path, monkeypatch)

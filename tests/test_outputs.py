@@ -71,8 +71,8 @@ def test_only_process_zero_writes_the_run_files(tmp_path, monkeypatch, process):
 
   from fedjax_gen import config as config_lib
   from fedjax_gen.diffusion.generator import generate_cached
-  from fedjax_gen.run import prepare_workdir
-  from tests.genaug.fakes import ConstantGenerator
+  from fedjax_gen.trainer.train import prepare_workdir
+  from tests.augment.fakes import ConstantGenerator
 
   monkeypatch.setattr(jax, "process_index", lambda *a, **k: process)
   work = tmp_path / "w"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedjax_gen import config as config_lib
-from fedjax_gen.run import prepare_workdir, train_and_evaluate
+from fedjax_gen.trainer.train import prepare_workdir, train_and_evaluate
 
 TINY = ["num_clients=8", "clients_per_round=4", "rounds=6", "local_epochs=1",
         "eval_every=2", "checkpoint_every=2", "progress=false", "alpha=1.0"]
@@ -87,14 +87,14 @@ def test_workdir_of_another_config_is_refused(tmp_path):
 
 def test_other_algorithms_hyperparameters_do_not_block_resuming(tmp_path):
   prepare_workdir(cfg("algorithm=fedper"), str(tmp_path / "a"))
-  prepare_workdir(cfg("algorithm=fedper", "apfl_alpha=1.0", "pfedme_lambda=3.0"),
+  prepare_workdir(cfg("algorithm=fedper", "personalized.apfl_alpha=1.0", "personalized.pfedme_lambda=3.0"),
                   str(tmp_path / "a"))  # FedPer reads neither
   prepare_workdir(cfg("algorithm=apfl"), str(tmp_path / "b"))
-  with pytest.raises(ValueError, match=r"different config \(apfl_alpha: 0.5 -> 1.0\)"):
-    prepare_workdir(cfg("algorithm=apfl", "apfl_alpha=1.0"), str(tmp_path / "b"))
+  with pytest.raises(ValueError, match=r"different config \(personalized.apfl_alpha: 0.5 -> 1.0\)"):
+    prepare_workdir(cfg("algorithm=apfl", "personalized.apfl_alpha=1.0"), str(tmp_path / "b"))
   prepare_workdir(cfg("algorithm=perfedavg_hf"), str(tmp_path / "c"))
-  with pytest.raises(ValueError, match=r"different config \(perfedavg_alpha: 0.01 -> 0.02\)"):
-    prepare_workdir(cfg("algorithm=perfedavg_hf", "perfedavg_alpha=0.02"), str(tmp_path / "c"))
+  with pytest.raises(ValueError, match=r"different config \(personalized.perfedavg_alpha: 0.01 -> 0.02\)"):
+    prepare_workdir(cfg("algorithm=perfedavg_hf", "personalized.perfedavg_alpha=0.02"), str(tmp_path / "c"))
 
 
 def test_a_key_this_version_lacks_is_named_as_such(tmp_path):
@@ -118,7 +118,7 @@ def test_data_errors_before_training(tmp_path):
     train_and_evaluate(cfg("num_clients=2000", "clients_per_round=2", "partition=iid"),
                        str(tmp_path / "a"))
   with pytest.raises(FileNotFoundError, match="apt-get install -y dataset-fashion-mnist"):
-    train_and_evaluate(cfg("dataset=fashion_mnist", "data_dir=/nonexistent/fmnist",
+    train_and_evaluate(cfg("dataset=fashion_mnist", "data.dir=/nonexistent/fmnist",
                            "model=simple_cnn"), str(tmp_path / "b"))
   assert not (tmp_path / "a" / "checkpoints").exists()
 
@@ -134,34 +134,34 @@ def test_nan_loss_stops_with_round_named_and_checkpoints_intact(tmp_path):
 
 def test_personal_layers_the_model_lacks(tmp_path):
   with pytest.raises(ValueError, match=r"no layer\(s\) \['classifier'\]; its top-level layers"):
-    train_and_evaluate(cfg("algorithm=fedper", "personal_layers=classifier"), str(tmp_path))
+    train_and_evaluate(cfg("algorithm=fedper", "personalized.personal_layers=classifier"), str(tmp_path))
   with pytest.raises(ValueError, match="leaves nothing shared"):
-    train_and_evaluate(cfg("algorithm=fedrep", "personal_layers=fc1,fc2,head"),
+    train_and_evaluate(cfg("algorithm=fedrep", "personalized.personal_layers=fc1,fc2,head"),
                        str(tmp_path / "b"))
   assert not (tmp_path / "checkpoints").exists()
 
 
 def test_newcomers_are_evaluated(tmp_path):
-  summary = train_and_evaluate(cfg("algorithm=fedavg_ft", "holdout_clients=0.25",
-                                   "clients_per_round=6", "finetune_steps=3",
-                                   "newcomer_steps=3"), str(tmp_path))
+  summary = train_and_evaluate(cfg("algorithm=fedavg_ft", "personalized.holdout_clients=0.25",
+                                   "clients_per_round=6", "personalized.finetune_steps=3",
+                                   "personalized.newcomer_steps=3"), str(tmp_path))
   assert 0 <= summary["new_client_accuracy"] <= 1
   assert 0 <= summary["personalized_accuracy"] <= 1
 
 
 def test_eval_reproduces_the_last_evaluation_and_takes_only_evaluation_keys(tmp_path, capsys):
   from fedjax_gen import cli
-  from fedjax_gen.run import evaluate_checkpoint
-  summary = train_and_evaluate(cfg("algorithm=fedavg_ft", "holdout_clients=0.25", "rounds=2",
-                                   "clients_per_round=6", "finetune_steps=3",
-                                   "newcomer_steps=3"), str(tmp_path))
+  from fedjax_gen.trainer.train import evaluate_checkpoint
+  summary = train_and_evaluate(cfg("algorithm=fedavg_ft", "personalized.holdout_clients=0.25", "rounds=2",
+                                   "clients_per_round=6", "personalized.finetune_steps=3",
+                                   "personalized.newcomer_steps=3"), str(tmp_path))
   again = evaluate_checkpoint(str(tmp_path))
   assert again["round"] == 2
   for key in ("global_accuracy", "personalized_accuracy", "new_client_accuracy"):
     assert again[key] == summary[key], key
   before = sorted(os.listdir(tmp_path))
-  longer = evaluate_checkpoint(str(tmp_path), ["newcomer_steps=30"])
-  assert longer["overrides"] == ["newcomer_steps=30"]
+  longer = evaluate_checkpoint(str(tmp_path), ["personalized.newcomer_steps=30"])
+  assert longer["overrides"] == ["personalized.newcomer_steps=30"]
   assert longer["global_accuracy"] == summary["global_accuracy"]  # same trained model
   assert longer["new_client_accuracy"] != summary["new_client_accuracy"]
   assert sorted(os.listdir(tmp_path)) == before  # writes nothing

@@ -31,7 +31,7 @@ import numpy as np
 
 from fedjax_gen import models
 from fedjax_gen.algorithms import make_algorithm
-from fedjax_gen.benchmark import input_shape, time_interleaved
+from baselines import default_conv_impl, input_shape, time_interleaved  # experiments/benchmarks/ on sys.path
 from fedjax_gen.data import ClientArrays
 from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy)
 
@@ -100,8 +100,7 @@ def main():
       print(f"{name:11s} conv={conv:7s} plan={plan_name:6s} {ex_s:9.0f} examples/s",
             flush=True)
     best = max((k for k in results if k.startswith(name)), key=results.get)
-    auto = getattr(models.get_model(name, num_classes=10, input_shape=input_shape(name),
-                                    conv_impl="auto"), "conv_impl", None)
+    auto = default_conv_impl(name)
     ratio = (f"im2col+fused1 / xla+host = "
              f"{results[f'{name}/im2col/fused1'] / results[f'{name}/xla/host']:.2f}x; "
              if {"im2col/fused1", "xla/host"} <= {f"{c}/{p}" for c, p in combos} else "")

@@ -63,14 +63,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 RESULTS = os.path.join(HERE, "results")
 BENCHMARKS_MD = os.path.join(ROOT, "experiments", "BENCHMARKS.md")
-if ROOT not in sys.path:  # run as a script from any folder, without an install
-  sys.path.insert(0, ROOT)
+for _path in (ROOT, HERE):  # run as a script from any folder, without an install
+  if _path not in sys.path:
+    sys.path.insert(0, _path)
 
-# The workload and the runners live in the library (fedjax_gen/benchmark.py), which times
-# them in-process; this script runs each in its own subprocess and writes the report.
-from fedjax_gen.benchmark import (BATCH, CLASSES, EXAMPLES, LR, MODELS, RUNNERS,  # noqa: E402
-                                  STEPS, time_round, default_conv_impl, flax_model, input_shape,
-                                  make_data, make_runner, sgd_step_fn)
+# The workload and the runners live beside this script (baselines.py), which times them
+# in-process; this script runs each in its own subprocess and writes the report.
+from baselines import (BATCH, CLASSES, EXAMPLES, LR, MODELS, RUNNERS, STEPS,  # noqa: E402
+                       auto_choice, default_conv_impl, flax_model, input_shape, make_data,
+                       make_runner, sgd_step_fn, time_round)
 ASSUMED_EFFICIENCY = 0.25  # share of peak assumed to project a runner never measured
 MIN_CPU_SHARE = 0.85  # below: the measurement waited for other work on its cores; retry
 
@@ -304,9 +305,7 @@ def run_uncontended(spec: dict, timeout: float, retries: int) -> dict:
 
 # --- planning: what to measure, what to skip ----------------------------------------------
 def auto_plan_of(model_name: str, clients: int) -> str:
-  from fedjax_gen.engine import auto_plan, uses_conv
-  apply_fn, params = flax_model(model_name, default_conv_impl(model_name))
-  return str(auto_plan(clients, has_conv=uses_conv(apply_fn, params, input_shape(model_name))))
+  return str(auto_choice(model_name, clients).plan)
 
 
 def chunk_plan(runner: str, clients: int) -> str | None:
@@ -423,7 +422,6 @@ def check_params(rec: dict, flax_params: int) -> None:
 
 
 def measure_all(args, path: str) -> dict:
-  import jax
   info = device_info()
   print(f"device: {info['device_kind']} ({info['backend']}), CPU {info['cpu_model']}, "
         f"{info['cores_used']} of {info['cpu_count']} cores in this process's affinity "
@@ -577,8 +575,8 @@ def table_lines(d: dict) -> list[str]:
         f"{_fmt(r['vs_auto_cpu'], '.2f')} |")
   redone = [r for r in d["records"] if r.get("remeasured")]
   if redone:
-    lines += ["", f"† measured again later in the same session (`--remeasure-below`), the "
-              f"first attempt having had CPU share "
+    lines += ["", "† measured again later in the same session (`--remeasure-below`), the "
+              "first attempt having had CPU share "
               + ", ".join(f"{r['first_share']:.2f}" for r in redone) + "."]
   return lines + ([""] + ["Not measured:"] + skipped if skipped else [])
 

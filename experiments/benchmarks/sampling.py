@@ -61,7 +61,7 @@ def _time(generator, num_images: int, repeats: int) -> dict:
 def bench_ddpm(args) -> list[dict]:
   from fedjax_gen import config as config_lib
   from fedjax_gen.diffusion.ddpm import DDPMGenerator, load_ddpm
-  from fedjax_gen.diffusion.train import validate
+  from fedjax_gen.trainer.ddpm import validate
   if args.ddpm_dir:
     spec, params = load_ddpm(args.ddpm_dir)
   else:

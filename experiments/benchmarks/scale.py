@@ -94,11 +94,11 @@ def device_peak() -> int | None:
 def measure(spec: dict) -> dict:
   """Builds the population and the simulation, runs the rounds (in a worker process)."""
   import jax
-  import numpy as np
   import optax
   from fedjax_gen import models
   from fedjax_gen.algorithms import fedavg
   from fedjax_gen.engine import LocalSchedule, Simulation, masked_cross_entropy
+  from fedjax_gen.trainer.plan import auto_plan
   out = {"rss_start_mb": rss_mb()}
   t = time.perf_counter()
   train = population(spec["population"], spec["split"])
@@ -112,7 +112,8 @@ def measure(spec: dict) -> dict:
   alg = fedavg(masked_cross_entropy(apply_fn), optax.sgd(LR))
   t = time.perf_counter()
   sim = Simulation(alg, train, LocalSchedule(BATCH, 1, STEPS),
-                   clients_per_round=spec["per_round"], has_conv=False)
+                   clients_per_round=spec["per_round"],
+                   plan=auto_plan(spec["per_round"], native_conv=False))
   jax.block_until_ready(sim.data)
   out.update(device_put_s=time.perf_counter() - t, rss_sim_mb=rss_mb(),
              device_data_bytes=int(sum(a.nbytes for a in sim.data)), plan=str(sim.plan),

@@ -15,12 +15,15 @@ from fedjax_gen.algorithms.perfedavg import perfedavg
 from fedjax_gen.algorithms.personalized import (fedavg_ft, fedbabu, fedrep, local_only,
                                                 partial_personalization)
 from fedjax_gen.algorithms.pfedme import pfedme
+from fedjax_gen.algorithms import genfl as _genfl_module  # noqa: F401  (algorithms.genfl)
+from fedjax_gen.algorithms import pfedgpa
+from fedjax_gen.algorithms.genfl import aigc_only, genfl
 from fedjax_gen.algorithms.registry import ALGORITHMS, PERSONALIZED, make_algorithm
 
 __all__ = [
     "Adaptation", "PERSONALIZED", "apfl", "ditto", "fedavg_ft", "fedbabu", "fedrep",
     "finetune", "local_only", "partial_personalization", "perfedavg", "pfedme",
     "ALGORITHMS", "Batch", "FederatedAlgorithm", "LocalState", "LossFn", "SERVER_OPTIMIZERS",
-    "ServerState", "fedavg", "fednova", "fedprox", "make_algorithm", "proximal_loss",
+    "ServerState", "aigc_only", "fedavg", "genfl", "pfedgpa", "fednova", "fedprox", "make_algorithm", "proximal_loss",
     "scaffold", "server_optimizer", "weighted_mean",
 ]

@@ -1,82 +1,23 @@
-"""The shape every federated algorithm takes: a `FederatedAlgorithm` of pure functions.
+"""Pieces every algorithm shares: plain local SGD, server optimizer steps, tree maths.
 
-An algorithm is written for ONE client (Equinox style); the engine `vmap`s the client
-functions over a chunk of sampled clients and runs the local steps (batching, masking
-of padded steps, unrolled or scanned loops). Names follow FedJAX's vocabulary:
-
-    server_init(params)                         -> server_state
-    client_state_init(params)                   -> client_state   (persistent, one client)
-    client_init(server_state, client_state, key) -> carry          (start of local training)
-    client_step(server_state, carry, batch)     -> (carry, loss)  (one local step)
-    client_final(server_state, client_state, carry) -> (upload, client_state)
-    server_update(server_state, uploads, weights) -> server_state  (uploads stacked [m, ...])
-    eval_params(server_state, client_state)     -> params a client evaluates with
-                                                   (None: everyone uses the global model)
-    personalize, newcomer: optional `Adaptation`s: local steps a training client runs
-      before evaluation (e.g. FedAvg+FT), and a held-out client's recipe to join.
-    server_post(server_state, sampled_client_states) -> (server_state, sampled_client_states)
-      optional server work after aggregation, run by the engine as a SECOND jitted
-      computation of the round over the sampled clients' persistent states (stacked
-      [m, ...]): pFedGPA trains its diffusion model there and writes each client's
-      personalized parameters. Kept apart so its time can be measured on its own.
-
-All states are pytrees (NamedTuples), so `jit`, `vmap` and checkpointing need no special
-cases. A server state always has a `params` field: the global model.
+The algorithm protocol itself (`FederatedAlgorithm`, `Adaptation`, `Batch`) lives in
+`fedjax_gen.types`, below the engine that runs it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-Params = Any
-PyTree = Any
+from fedjax_gen.types import (Adaptation, Batch, FederatedAlgorithm, LossFn, Params,
+                              PyTree)
 
-
-class Batch(NamedTuple):
-  """One local minibatch; `mask` marks real (not padded) examples.
-
-  `step` and `num_steps` say where the step falls in the client's local run (for
-  algorithms with phases, e.g. FedRep trains its head first). `key` is distinct per
-  client, round and step (a diffusion loss draws its timesteps and noise from it).
-  """
-  x: jax.Array     # [batch, *example_shape]
-  y: jax.Array     # [batch] int32
-  mask: jax.Array  # [batch] bool
-  step: jax.Array | int = 0       # int32 [], index of this local step
-  num_steps: jax.Array | int = 1  # int32 [], the client's active local steps this round
-  key: jax.Array | None = None    # this step's own PRNG key, for losses that draw noise
-
-
-LossFn = Callable[[Params, Batch], jax.Array]  # masked mean loss, a scalar
-
-
-class Adaptation(NamedTuple):
-  """A client's local adaptation without aggregation, run by the engine's local loop:
-  fine-tuning before evaluation, or a newcomer's recipe (e.g. FedRep trains its head).
-
-  `init(server, client_state, key) -> carry`, `step(server, carry, batch) -> (carry,
-  loss)`, `final(server, client_state, carry) -> params` (the model it evaluates).
-  """
-  init: Callable[[PyTree, PyTree, jax.Array], PyTree]
-  step: Callable[[PyTree, PyTree, Batch], tuple[PyTree, jax.Array]]
-  final: Callable[[PyTree, PyTree, PyTree], Params]
-
-
-class FederatedAlgorithm(NamedTuple):
-  server_init: Callable[[Params], PyTree]
-  client_state_init: Callable[[Params], PyTree]
-  client_init: Callable[[PyTree, PyTree, jax.Array], PyTree]
-  client_step: Callable[[PyTree, PyTree, Batch], tuple[PyTree, jax.Array]]
-  client_final: Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
-  server_update: Callable[[PyTree, PyTree, jax.Array], PyTree]
-  eval_params: Optional[Callable[[PyTree, PyTree], Params]] = None
-  personalize: Optional[Adaptation] = None  # run before evaluating a training client
-  newcomer: Optional[Adaptation] = None     # how a held-out client adapts before evaluation
-  server_post: Optional[Callable[[PyTree, PyTree], tuple[PyTree, PyTree]]] = None
+__all__ = ["Adaptation", "Batch", "FederatedAlgorithm", "LossFn", "LocalState", "Params",
+           "PyTree", "ServerState", "apply_server_opt", "local_init", "local_step",
+           "no_client_state", "tree_sq_norm", "tree_sub", "weighted_mean"]
 
 
 class ServerState(NamedTuple):

@@ -14,9 +14,10 @@ from fedjax_gen.config import base_config
 def get_config():
   config = base_config()
   config.update(dataset="cifar10", partition="dirichlet", alpha=0.1, classes_per_client=2,
-                num_clients=20, holdout_clients=0.2, clients_per_round=16, rounds=100,
-                local_epochs=5, batch_size=50, lr=0.01, momentum=0.5, model="fedpac_cnn",
-                algorithm="pfedgpa", test_fraction=0.25, min_client_size=40,
-                finetune_steps=10, newcomer_steps=20, eval_every=5, checkpoint_every=5,
-                pfedgpa_buffer=32)
+                num_clients=20, clients_per_round=16, rounds=100, local_epochs=5,
+                batch_size=50, lr=0.01, momentum=0.5, model="fedpac_cnn", algorithm="pfedgpa",
+                eval_every=5, checkpoint_every=5)
+  config.personalized.update(holdout_clients=0.2, finetune_steps=10, newcomer_steps=20)
+  config.data.update(test_fraction=0.25, min_client_size=40)
+  config.pfedgpa.update(buffer=32)
   return config

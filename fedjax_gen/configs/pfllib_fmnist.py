@@ -24,9 +24,9 @@ from fedjax_gen.config import base_config
 def get_config():
   config = base_config()
   config.update(dataset="fashion_mnist", partition="pathological", classes_per_client=2,
-                alpha=0.1, num_clients=20, clients_per_round=20, rounds=2000,
-                local_epochs=1, batch_size=10, lr=0.005, momentum=0.0, model="cnn4",
-                algorithm="fedavg", test_fraction=0.25, min_client_size=40,
-                finetune_steps=10, newcomer_steps=20, eval_every=1, checkpoint_every=1,
-                apfl_alpha=1.0)
+                alpha=0.1, num_clients=20, clients_per_round=20, rounds=2000, local_epochs=1,
+                batch_size=10, lr=0.005, momentum=0.0, model="cnn4", algorithm="fedavg",
+                eval_every=1, checkpoint_every=1)
+  config.data.update(test_fraction=0.25, min_client_size=40)
+  config.personalized.update(finetune_steps=10, newcomer_steps=20, apfl_alpha=1.0)
   return config

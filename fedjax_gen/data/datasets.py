@@ -89,8 +89,8 @@ def load_dataset(name: str, *, data_dir: str | None = None,
     return _load_digits()
   if source == "idx":
     if data_dir is None and name == "mnist":
-      raise ValueError("mnist has no default IDX folder: pass data_dir=<folder "
-                       "with the four MNIST IDX files>, or use source='tfds'.")
+      raise ValueError("mnist has no default IDX folder: pass data.dir=<folder "
+                       "with the four MNIST IDX files>, or use data.source=tfds.")
     return _load_idx(name, data_dir or FASHION_MNIST_DIR)
   return _load_tfds(name, data_dir)
 
@@ -150,8 +150,8 @@ def _idx_path(data_dir: str, stem: str, name: str) -> str:
           if name == "fashion_mnist" else "")
   raise FileNotFoundError(
       f"{name} IDX {what} not found: {missing}[.gz]. Fix: {hint}pass "
-      "data_dir=<folder with the four IDX files>, or use source='tfds' "
-      "(data_source=tfds) when online.")
+      "data.dir=<folder with the four IDX files> (data_dir= in Python), or use "
+      "data.source=tfds when online.")
 
 
 def _load_idx(name: str, data_dir: str) -> Dataset:
@@ -211,7 +211,7 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
       raise RuntimeError(
           f"Could not load TFDS dataset {tfds_name!r} split {split!r} "
           f"(data_dir={data_dir!r}): {e}. Fix: run once online so TFDS can "
-          "download and prepare it, or pass data_dir=<a TFDS data dir where "
+          "download and prepare it, or pass data.dir=<a TFDS data dir where "
           "it is prepared>.") from e
     x, y = _source_to_arrays(ds)
     if x.ndim == 3:  # [N, H, W] -> [N, H, W, 1]
@@ -230,3 +230,23 @@ def _load_tfds(name: str, data_dir: str | None) -> Dataset:
   if len(names) != num_classes:
     names = tuple(str(i) for i in range(num_classes))
   return Dataset(name, *arrays, num_classes, names)
+
+
+def from_arrays(x_train, y_train, x_test, y_test, *, name: str = "custom") -> Dataset:
+  """A user's dataset from NumPy arrays: examples `[N, *example_shape]` (cast to float32),
+  integer labels `[N]` in [0, num_classes); num_classes is the largest label + 1."""
+  x_train, x_test = np.asarray(x_train, np.float32), np.asarray(x_test, np.float32)
+  y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+  for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+    if y.ndim != 1 or len(x) != len(y) or not len(y):
+      raise ValueError(f"dataset {split} split: expected examples [N, ...] and labels [N] "
+                       f"with N > 0, got {x.shape} and {y.shape}.")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+      raise ValueError(f"dataset {split} labels must be integers >= 0 (class indices), got "
+                       f"dtype {y.dtype}, min {y.min()}.")
+  if x_train.shape[1:] != x_test.shape[1:]:
+    raise ValueError(f"dataset train and test examples differ in shape: "
+                     f"{x_train.shape[1:]} vs {x_test.shape[1:]}.")
+  num_classes = int(max(y_train.max(), y_test.max())) + 1
+  return Dataset(name, x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32),
+                 num_classes, tuple(str(i) for i in range(num_classes)))

@@ -1,10 +1,13 @@
-"""The simulation engine: vmapped local training, rounds, evaluation."""
+"""The simulation engine: vmapped local training, rounds, evaluation.
+
+It knows no models, configs or files: it takes an algorithm's functions, the population's
+arrays and an `ExecutionPlan`.
+"""
 
 from fedjax_gen.engine.evaluation import Evaluator, masked_cross_entropy, personalized_summary
-from fedjax_gen.engine.local import ClientData, LocalSchedule
-from fedjax_gen.engine.simulation import (ExecutionPlan, RoundMetrics, Simulation, auto_plan,
-                                          uses_conv)
+from fedjax_gen.engine.local import LocalSchedule
+from fedjax_gen.engine.simulation import ExecutionPlan, RoundMetrics, Simulation
+from fedjax_gen.types import ClientData
 
 __all__ = ["ClientData", "Evaluator", "ExecutionPlan", "LocalSchedule", "RoundMetrics",
-           "Simulation", "auto_plan", "masked_cross_entropy", "personalized_summary",
-           "uses_conv"]
+           "Simulation", "masked_cross_entropy", "personalized_summary"]

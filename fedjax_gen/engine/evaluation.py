@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedjax_gen.algorithms.base import Batch
+from fedjax_gen.types import Batch
 
 
 def masked_cross_entropy(apply_fn: Callable) -> Callable:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_gen.algorithms.base import Batch, FederatedAlgorithm, PyTree
+from fedjax_gen.types import Batch, ClientData, FederatedAlgorithm, PyTree
 
 
 class LocalSchedule(NamedTuple):
@@ -30,12 +30,6 @@ class LocalSchedule(NamedTuple):
     if self.local_steps:
       return xp.where(count > 0, self.local_steps, 0)
     return self.local_epochs * (-(-count // self.batch_size))
-
-
-class ClientData(NamedTuple):
-  x: jax.Array      # [max_n, *example_shape]
-  y: jax.Array      # [max_n]
-  count: jax.Array  # [] int32
 
 
 class EngineCarry(NamedTuple):
@@ -84,10 +78,10 @@ def run_steps(step_fn: Callable, schedule: LocalSchedule, server, carry: EngineC
     step_fn: `step_fn(server, carry, batch) -> (carry, loss)`, e.g. `client_step`.
     loop: "unroll" (a Python loop, traced `num` times) or "scan" (`lax.fori_loop`).
     masked: False where the caller knows every step is active (the host loop's full
-      blocks): no select, the same result (a PFLlib CNN4 round ran ~10% faster).
+      blocks): no select, the same result, a faster CNN4 round (BENCHMARKS.md).
 
   Inactive steps are masked with a select, not skipped with `lax.cond`: on XLA:CPU a
-  convolution inside a conditional runs ~3x slower (measured, jax 0.10.2), and under
+  convolution inside a conditional runs several times slower, and under
   `vmap` a cond becomes a select anyway. The host loop skips whole blocks instead.
   """
   active_steps = schedule.num_steps(data.count)

@@ -4,42 +4,34 @@ The population's data lives on the device once, stacked `[clients, max_n, ...]` 
 counts; persistent client states are stacked the same way and gathered/scattered for
 the sampled clients. A round runs under an `ExecutionPlan`:
 
-* `steps_per_call == 0` ("fused"): the whole round is ONE jitted computation; clients
-  are `vmap`ped in chunks of `chunk_size` (`lax.map`) and local steps run in a loop whose
-  trip count is bounded by each client's own steps. The default everywhere: all sampled
-  clients in one chunk on accelerators; one client per chunk on CPU, where vmapping
-  clients of unequal size pays for the padded steps of the smaller ones and buys little
-  parallelism (measured with `experiments/benchmarks/conv_cpu.py`, jax 0.10.2, 2-core
-  CPU, simple-CNN, clients of 300-2400 examples: chunk 1 ran 2.3x faster than chunk 4).
+* `steps_per_call == 0` ("fused", the default): the whole round is ONE jitted
+  computation; clients are `vmap`ped in chunks of `chunk_size` (`lax.map`) and local
+  steps run in a loop whose trip count is bounded by each client's own steps.
 * `steps_per_call == k > 0` ("host loop"): the same per-client functions, jitted in
   pieces; the host loops over chunks of clients and over blocks of at most k unrolled
-  local steps (the fewest blocks, of equal length: 12 steps with k=10 are two blocks of 6),
-  skipping blocks where every client of the chunk is done and leaving out the step mask
-  in blocks where every client is active. The default only for models
-  with native XLA convolutions on CPU, where a scanned, vmapped conv training loop ran
-  3-20x slower than clients one at a time with unrolled steps. `conv_impl="auto"` (see
-  `models/conv.py`) gives narrow and 3x3 convolutions (ResNet-18's) the im2col form on
-  CPU, which keeps the fused plan fast, and leaves wide 5x5 ones (PFLlib's CNN4) native,
-  in this plan, where they run 1.2x faster than any im2col plan.
+  local steps (the fewest blocks, of equal length), skipping blocks where every client of
+  the chunk is done and leaving out the step mask where every client is active. It exists
+  for one case: native XLA convolutions on CPU, which run several times slower inside a
+  scanned loop than unrolled (ARCHITECTURE.md, "One engine path?").
 
 Both paths call the same per-client functions (`engine.local`), so they agree to float
-tolerance; `tests/engine/test_simulation.py` checks it.
+tolerance. The engine takes functions and arrays only: which plan and which convolution
+suit a model and a backend is the trainer's choice (`fedjax_gen.trainer.plan`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_gen.algorithms.base import FederatedAlgorithm, PyTree
 from fedjax_gen.engine import local
-from fedjax_gen.engine.local import ClientData, LocalSchedule
-from fedjax_gen.models.conv import conv_windows
+from fedjax_gen.engine.local import LocalSchedule
+from fedjax_gen.types import ClientData, FederatedAlgorithm, PyTree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +42,6 @@ class ExecutionPlan:
   @property
   def fused(self) -> bool:
     return self.steps_per_call == 0
-
-
-def auto_plan(clients_per_round: int, *, has_conv: bool,
-              backend: str | None = None) -> ExecutionPlan:
-  """The plan measurements favour for this backend and model (see module docstring).
-
-  `has_conv`: the model uses native XLA convolutions (`lax.conv_general_dilated`).
-  """
-  backend = backend or jax.default_backend()
-  if backend == "cpu":
-    return ExecutionPlan(chunk_size=1, steps_per_call=10 if has_conv else 0)
-  return ExecutionPlan(chunk_size=clients_per_round, steps_per_call=0)
-
-
-def uses_conv(apply_fn: Callable, params, example_shape) -> bool:
-  """Whether `apply_fn(params, x)` runs a native XLA convolution."""
-  return bool(conv_windows(apply_fn, params, example_shape))
 
 
 class RoundMetrics(NamedTuple):
@@ -97,8 +72,8 @@ class Simulation:
       `count [C]` (NumPy; moved to the device once, here).
     schedule: batch size and local epochs/steps.
     clients_per_round: clients sampled uniformly without replacement each round.
-    plan: how the round is executed; `None` picks `auto_plan`.
-    has_conv: whether the model convolves (only used by the automatic plan).
+    plan: how the round is executed; `None`: fused, all sampled clients in one chunk
+      (what accelerators want; `fedjax_gen.trainer.plan.auto_plan` picks per backend).
     sharding: optional `jax.sharding.Sharding` for the client axis of the population data
       and client states (e.g. `NamedSharding(mesh, P("clients"))`).
     train_ids: the clients that may be sampled (default all); the others are held out as
@@ -110,7 +85,7 @@ class Simulation:
 
   def __init__(self, alg: FederatedAlgorithm, train, schedule: LocalSchedule, *,
                clients_per_round: int, plan: ExecutionPlan | None = None,
-               has_conv: bool = True, sharding=None, train_ids=None,
+               sharding=None, train_ids=None,
                time_split: bool = False):
     self.alg, self.schedule = alg, schedule
     self.time_split, self.last_timing = time_split, None
@@ -120,7 +95,7 @@ class Simulation:
       raise ValueError(f"clients_per_round={clients_per_round} must be in [1, "
                        f"{len(self.train_ids)}] (the clients that train).")
     self.clients_per_round = clients_per_round
-    self.plan = plan or auto_plan(clients_per_round, has_conv=has_conv)
+    self.plan = plan or ExecutionPlan(chunk_size=clients_per_round, steps_per_call=0)
     self.sharding = sharding
     self.counts = np.asarray(train.count, np.int32)
     put = (lambda a: jax.device_put(a, sharding)) if sharding else jax.device_put

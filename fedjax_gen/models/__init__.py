@@ -6,7 +6,6 @@ and can be vmapped over a leading client axis of ``p``.
 """
 
 from fedjax_gen.models.cnn import CNN4, SimpleCNN
-from fedjax_gen.models.conv import resolve_conv_impl
 from fedjax_gen.models.mlp import MLP
 from fedjax_gen.models.registry import (MODELS, Params, count_params,
                                         get_model, init_params,
@@ -27,5 +26,4 @@ __all__ = [
     "ResNet18",
     "BasicBlock",
     "UNet",
-    "resolve_conv_impl",
 ]

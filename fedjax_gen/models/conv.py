@@ -1,31 +1,13 @@
-"""A 2-D convolution computed as patches @ kernel (im2col), for XLA:CPU.
+"""A 2-D convolution computed as patches @ kernel (im2col), and the list of a model's
+native convolutions.
 
-Drop-in for `lax.conv_general_dilated` in `flax.linen.Conv(conv_general_dilated=...)`
-(NHWC inputs, HWIO kernels, any strides and padding, no dilation or groups). It builds the
-patches from kh*kw strided slices and contracts them with one matmul, so its gradient is
-slices, pads and matmuls -- no convolution at all. Why: on XLA:CPU (jax 0.10.2, 2 cores,
-NIID-Bench simple-CNN, batch 64; `experiments/benchmarks/conv_cpu.py` re-measures it) the
-native convolution's training step ran 4.5x slower inside a `lax.scan` than unrolled, and
-vmapped over clients it becomes a slow grouped convolution; this form ran 4.5x faster than
-the native one under `scan`, and under `vmap` + `scan` ~4x faster; a fused round with it
-ran 1.07-1.4x faster than the best plan with native convolutions (a host loop of unrolled
-steps). On GPU/TPU keep the native convolution.
-
-The gain is the fused (scanned) round that im2col makes fast; with its steps unrolled the
-native convolution is as fast or faster for wide 5x5 windows, whose patches matrix costs
-more than the scan saves. One FedAvg round on one core (jax 0.10.2, 10 clients x 10 steps of
-batch 32, the second command in `experiments/benchmarks/conv_cpu.py`, all plans timed
-interleaved, the other core busy), examples/s of im2col in the fused round over the native
-convolution in the host loop: simple-CNN 0.98x (largest patch kh*kw*cin 5*5*6 = 150),
-FedPAC CNN 0.95x (400), PFLlib CNN4 0.82x (800); an earlier sequential run gave 1.10x, 1.03x
-and 0.85x. ResNet-18's 3x3 windows go the other way although their patches are wider (up to
-3*3*512): the native convolution's kernel gradient took 0.67 s for one 64-channel layer
-(batch 32, one core), a round of 10 steps in the host loop 41.0 s against 18.5 s with
-im2col in the fused round (`experiments/benchmarks/round_bench.py`), and with 3 steps
-(`conv_cpu.py`'s ResNet command, interleaved) im2col fused ran 1.17x native host. So "auto" on
-CPU keeps im2col while every convolution has a patch of at most `IM2COL_MAX_PATCH` or a
-window of at most `IM2COL_MAX_WINDOW` taps, and takes the native convolution, run in the
-host loop, otherwise (wide 5x5 ones, as CNN4's).
+`im2col_conv` is a drop-in for `lax.conv_general_dilated` in
+`flax.linen.Conv(conv_general_dilated=...)` (NHWC inputs, HWIO kernels, any strides and
+padding, no dilation or groups): kh*kw strided slices contracted with one matmul, so its
+gradient is slices, pads and matmuls, no convolution. XLA:CPU runs native convolutions
+several times slower inside scanned or vmapped loops; this form keeps such loops fast for
+narrow windows (BENCHMARKS.md, "Findings on this CPU"). Which form a run uses is decided by
+`fedjax_gen.trainer.plan`; on GPU/TPU keep the native convolution.
 """
 
 from __future__ import annotations
@@ -36,9 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-CONV_IMPLS = ("auto", "xla", "im2col")
-IM2COL_MAX_PATCH = 512  # "auto" on CPU: im2col up to this kh*kw*cin (measured, see above)
-IM2COL_MAX_WINDOW = 9   # ... or up to this kh*kw whatever cin (ResNet's 3x3, see above)
+CONV_FORMS = ("xla", "im2col")
 
 
 def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -49,7 +29,7 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
   if (any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ()))
       or feature_group_count != 1 or batch_group_count != 1 or lhs.ndim != 4):
     raise NotImplementedError("im2col_conv supports 2-D convolutions without dilation or "
-                              "groups; use conv_impl='xla' for this model.")
+                              "groups; use conv_impl='xla' (run.conv_impl=xla) for this model.")
   kh, kw, cin, cout = rhs.shape
   sh, sw = window_strides
   if isinstance(padding, str):
@@ -62,21 +42,6 @@ def im2col_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilati
        for i in range(kh) for j in range(kw)], axis=-1)  # [b, oh, ow, kh*kw*cin]
   return jnp.einsum("bhwk,ko->bhwo", cols, rhs.reshape(kh * kw * cin, cout),
                     precision=precision, preferred_element_type=preferred_element_type)
-
-
-def resolve_conv_impl(conv_impl: str, windows=(), *, scanned: bool = False) -> str:
-  """"auto" -> "im2col" on CPU when every convolution in `windows` ((kh*kw, cin) each, as
-  `conv_windows` lists them; empty: unknown) has a patch kh*kw*cin of at most
-  `IM2COL_MAX_PATCH` or a window of at most `IM2COL_MAX_WINDOW` taps, or whatever their
-  size if `scanned` (the training steps run in a `scan`/`fori_loop`, where XLA:CPU's native
-  convolution is ~10x slower), else "xla" (see module docstring).
-  """
-  if conv_impl == "auto":
-    cpu = jax.default_backend() == "cpu"
-    narrow = all(taps * cin <= IM2COL_MAX_PATCH or taps <= IM2COL_MAX_WINDOW
-                 for taps, cin in windows)
-    return "im2col" if cpu and (scanned or narrow) else "xla"
-  return conv_impl
 
 
 def conv_windows(apply_fn, params, example_shape) -> list[tuple[int, int]]:
@@ -105,6 +70,5 @@ def conv_fn(conv_impl: str):
     return im2col_conv
   if conv_impl == "xla":
     return lax.conv_general_dilated
-  if conv_impl == "auto":
-    return conv_fn(resolve_conv_impl(conv_impl))
-  raise ValueError(f"Unknown conv_impl {conv_impl!r}; valid: xla, im2col (or auto).")
+  raise ValueError(f"Unknown conv_impl {conv_impl!r}; valid: xla, im2col (the trainer "
+                   "resolves 'auto': fedjax_gen.trainer.plan).")

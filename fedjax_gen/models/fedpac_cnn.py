@@ -1,4 +1,4 @@
-"""The small CNN of the FedPAC code base, which pFedGPA's co-authors share (PAPERS.md §3).
+"""The small CNN of the FedPAC code base, which pFedGPA's authors build on.
 
 conv(16, 5x5) -> relu -> maxpool2 -> conv(32, 5x5) -> relu -> maxpool2 -> fc 128 -> relu ->
 fc num_classes (layers ``conv1, conv2, fc1, head``): Xu, Tong, Huang, "Personalized

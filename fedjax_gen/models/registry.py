@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from fedjax_gen.models.cnn import CNN4, SimpleCNN, conv_pool_output_hw
-from fedjax_gen.models.conv import conv_windows, resolve_conv_impl
 from fedjax_gen.models.fedpac_cnn import FedPACCNN
 from fedjax_gen.models.mlp import MLP
 from fedjax_gen.models.resnet import ResNet18
+from fedjax_gen.types import Params
 
-Params = Any  # a pytree (nested dict) of jnp arrays
 
 MODELS = ("mlp", "simple_cnn", "cnn4", "resnet18", "fedpac_cnn")
 
@@ -58,9 +57,8 @@ def get_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
   ``input_shape`` is one example's (H, W, C); a ValueError is raised if the
   model cannot take it. Extra ``kwargs`` are passed to the module constructor
   (e.g. ``hidden=(100,)`` for mlp, ``width=0.5, num_groups=4`` for resnet18,
-  ``conv_impl="im2col"`` for the convnets: see ``models/conv.py``; ``conv_impl="auto"``
-  picks this backend's faster one for the model's convolutions, and the returned
-  module's ``conv_impl`` says which).
+  ``conv_impl="im2col"`` for the convnets: see ``models/conv.py``; which one suits a
+  backend is `fedjax_gen.trainer.plan.choose`'s decision).
   """
   if name not in _CONSTRUCTORS:
     raise ValueError(f"Unknown model {name!r}; available models: {MODELS}")
@@ -74,12 +72,6 @@ def get_model(name: str, *, num_classes: int, input_shape: tuple[int, ...],
         f"conv + 2x2 max-pool blocks need H, W >= 16); models that can: {ok}")
   if name == "mlp":
     kwargs.pop("conv_impl", None)  # no convolutions to implement
-  elif kwargs.get("conv_impl") == "auto":  # the backend's choice for this model's convs
-    probe = _CONSTRUCTORS[name](num_classes=int(num_classes), **{**kwargs, "conv_impl": "xla"})
-    apply_fn = lambda p, x: probe.apply({"params": p}, x)
-    params = jax.eval_shape(lambda: probe.init(jax.random.key(0), jnp.zeros((1, *shape))))
-    kwargs["conv_impl"] = resolve_conv_impl(
-        "auto", conv_windows(apply_fn, params["params"], shape))
   return _CONSTRUCTORS[name](num_classes=int(num_classes), **kwargs)
 
 

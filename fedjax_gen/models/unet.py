@@ -37,7 +37,7 @@ def _groups(channels: int) -> int:
 
 class ResBlock(nn.Module):
   channels: int
-  conv_impl: str = "auto"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, emb):
@@ -73,7 +73,7 @@ class UNet(nn.Module):
   attention_levels: tuple[int, ...] = ()
   emb_dim: int = 128
   out_channels: int | None = None  # default: the input's channels
-  conv_impl: str = "auto"          # "auto" | "xla" | "im2col" (see models/conv.py)
+  conv_impl: str = "xla"           # "xla" | "im2col" (see models/conv.py)
 
   @nn.compact
   def __call__(self, x, t, y):

@@ -86,7 +86,7 @@ def test_missing_dir_message(tmp_path):
     load_dataset("fashion_mnist", data_dir=missing)
   msg = str(e.value)
   assert missing in msg and "apt-get install -y dataset-fashion-mnist" in msg
-  assert "data_dir=" in msg and "tfds" in msg
+  assert "data.dir=" in msg and "tfds" in msg
   (tmp_path / "half").mkdir()  # folder present, files missing
   with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
     load_dataset("mnist", data_dir=str(tmp_path / "half"))

@@ -128,18 +128,17 @@ def test_bad_ddpm_inputs_are_clear_errors(params):
     DDPMSpec((28, 28, 1), 10, channels=(8, 8, 8, 8))
   with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
     DDPMGenerator(SPEC, params, guidance_scale=-1.0)
-  from fedjax_gen.diffusion.train import validate
   base = config_lib.load_config("ddpm_fmnist")
-  for override, match in (("unet_channels=8,8,8,8", "divisible by 8"),
-                          ("unet_channels=a,b", "comma-separated integers"),
-                          ("guidance_scale=-2", "guidance_scale"),
-                          ("eval_guidance_scales=1,-1", "eval_guidance_scales must be >= 0"),
-                          ("eval_guidance_scales=1,x", "comma-separated numbers"),
-                          ("sample_steps=5000", "sample_steps"),
-                          ("noise_schedule=quad", "noise_schedule"),
+  for override, match in (("ddpm.unet_channels=8,8,8,8", "divisible by 8"),
+                          ("ddpm.unet_channels=a,b", "comma-separated integers"),
+                          ("ddpm.guidance_scale=-2", "guidance_scale"),
+                          ("ddpm.eval_guidance_scales=1,-1", "eval_guidance_scales must be >= 0"),
+                          ("ddpm.eval_guidance_scales=1,x", "comma-separated numbers"),
+                          ("ddpm.sample_steps=5000", "sample_steps"),
+                          ("ddpm.noise_schedule=quad", "noise_schedule"),
                           ("algorithm=scaffold", "algorithm=fedavg")):
     with pytest.raises(ValueError, match=match):
-      validate(config_lib.apply_overrides(base, [override]))
+      config_lib.validate(config_lib.apply_overrides(base, [override]))
 
 
 def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
@@ -147,9 +146,9 @@ def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
   workdir = str(tmp_path / "run")
   overrides = ["dataset=digits", "rounds=2", "local_steps=2", "num_clients=3",
                "clients_per_round=2",
-               "unet_channels=8,8", "eval_samples_per_class=2", "sample_batch_size=20",
-               "sample_steps=2", "classifier_epochs=1", "checkpoint_every=1", "progress=false",
-               "eval_guidance_scales="]
+               "ddpm.unet_channels=8,8", "ddpm.eval_samples_per_class=2", "ddpm.sample_batch_size=20",
+               "ddpm.sample_steps=2", "ddpm.classifier_epochs=1", "checkpoint_every=1", "progress=false",
+               "ddpm.eval_guidance_scales="]
   assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
   summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
   for key in ("cas", "frechet_distance", "train_wall_time_s", "sample_images_per_s"):
@@ -161,7 +160,7 @@ def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
   # A finished run re-run resumes (nothing to train) and reproduces its generator; other
   # sampling settings only re-judge it: CAS at each guidance scale of the sweep.
   before = json.load(open(os.path.join(workdir, "generator/generator.json")))["params_sha1"]
-  resample = ["guidance_scale=1", "eval_guidance_scales=0,1"]
+  resample = ["ddpm.guidance_scale=1", "ddpm.eval_guidance_scales=0,1"]
   assert main(["run", "ddpm_fmnist", *overrides, *resample, "--workdir", workdir]) == 0
   after = json.load(open(os.path.join(workdir, "generator/generator.json")))["params_sha1"]
   assert before == after

@@ -10,6 +10,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from fedjax_gen.diffusion import stable_diffusion as sd  # noqa: E402
+from tests.tiny_sd import save_tiny_pipeline  # noqa: E402
 from fedjax_gen.diffusion.generator import Generator, check_compatible  # noqa: E402
 
 CLASSES = ["t-shirt", "trouser", "pullover"]
@@ -18,7 +19,7 @@ FAST = dict(num_steps=2, batch_size=2)
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-  return sd.save_tiny_pipeline(str(tmp_path_factory.mktemp("tiny_sd")))
+  return save_tiny_pipeline(str(tmp_path_factory.mktemp("tiny_sd")))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ out = {}
 for n in (1, 4):
   c = apply_overrides(load_config("quickstart"), ["num_clients=8", "clients_per_round=4",
       "rounds=4", "eval_every=2", "progress=false", "alpha=1.0", "algorithm=scaffold",
-      f"num_devices={n}"])
+      f"run.num_devices={n}"])
   out[n] = train_and_evaluate(c, sys.argv[1] + f"/d{n}")
 print(json.dumps(out))
 """

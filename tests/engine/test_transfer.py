@@ -15,6 +15,7 @@ from fedjax_gen import models
 from fedjax_gen.algorithms import fedavg
 from fedjax_gen.data import ClientArrays
 from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy
+from fedjax_gen.trainer.plan import auto_plan
 
 
 def mlp_simulation(plan, clients=6, per_round=3, examples=40):
@@ -27,8 +28,8 @@ def mlp_simulation(plan, clients=6, per_round=3, examples=40):
   apply_fn = lambda p, x: model.apply({"params": p}, x)
   params = models.init_params(model, (28, 28, 1), jax.random.key(0))
   alg = fedavg(masked_cross_entropy(apply_fn), optax.sgd(0.01))
-  sim = Simulation(alg, train, LocalSchedule(8, 1, 0), clients_per_round=per_round, plan=plan,
-                   has_conv=False)
+  sim = Simulation(alg, train, LocalSchedule(8, 1, 0), clients_per_round=per_round,
+                   plan=plan or auto_plan(per_round, native_conv=False))
   return sim, sim.init(params)
 
 

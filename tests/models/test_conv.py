@@ -7,8 +7,9 @@ import pytest
 from jax import lax
 
 from fedjax_gen.models import get_model, init_params
-from fedjax_gen.models.conv import (IM2COL_MAX_PATCH, IM2COL_MAX_WINDOW, conv_windows, im2col_conv,
-                                    resolve_conv_impl)
+from fedjax_gen.models.conv import conv_windows, im2col_conv
+from fedjax_gen.trainer.plan import (IM2COL_MAX_PATCH, IM2COL_MAX_WINDOW, choose,
+                                     resolve_conv_impl)
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -55,8 +56,12 @@ def test_auto_conv_impl_follows_the_windows(name, shape, windows, auto_on_cpu):
     assert found == windows
   else:  # ResNet-18: 3x3 convs up to 512 channels, 1x1 projection shortcuts
     assert {taps for taps, _ in found} == {9, 1} and max(cin for _, cin in found) == 512
-  auto = get_model(name, num_classes=10, input_shape=shape, conv_impl="auto")
-  assert getattr(auto, "conv_impl", None) == auto_on_cpu  # tests run on CPU
+  auto = choose(lambda impl: get_model(name, num_classes=10, input_shape=shape,
+                                       conv_impl=impl), shape, clients_per_round=2)
+  assert auto.conv_impl == (auto_on_cpu or "none")  # tests run on CPU
+  assert getattr(auto.model, "conv_impl", None) == auto_on_cpu
+  assert auto.plan.steps_per_call == (10 if auto_on_cpu == "xla" else 0)  # the host loop
+  #   only for native convolutions
 
 
 def test_resolve_conv_impl_rule():

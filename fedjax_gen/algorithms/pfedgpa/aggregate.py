@@ -23,8 +23,8 @@ def inversion_timesteps(schedule: core.Schedule, s: int, ddim_steps: int = 0) ->
   of them (0: all s)."""
   T = schedule.num_steps
   if not 1 <= int(s) <= T:
-    raise ValueError(f"pfedgpa_s={s} (the inversion depth) must lie in [1, T={T}] "
-                     f"(pfedgpa_timesteps).")
+    raise ValueError(f"pfedgpa.s={s} (the inversion depth) must lie in [1, T={T}] "
+                     f"(pfedgpa.timesteps).")
   n = int(s) if not ddim_steps else min(int(ddim_steps), int(s))
   return core.ddim_timesteps(schedule, n, last=int(s) - 1)
 
@@ -42,7 +42,7 @@ def invert(eps_fn: core.EpsFn, schedule: core.Schedule, x0: jax.Array, timesteps
     return core.ddim_invert(eps_fn, schedule, x0, timesteps,
                             fixed_point_iters=fixed_point_iters)
   if inversion != "noise":
-    raise ValueError(f"Unknown pfedgpa_inversion {inversion!r}; valid: {', '.join(INVERSIONS)}.")
+    raise ValueError(f"Unknown pfedgpa.inversion {inversion!r}; valid: {', '.join(INVERSIONS)}.")
   if key is None:
     raise ValueError('inversion="noise" draws noise: pass `key`.')
   t = jnp.full(x0.shape[:1], int(timesteps[-1]), jnp.int32)

@@ -5,9 +5,9 @@ import os
 import re
 
 from fedjax_gen import config as config_lib
-from fedjax_gen.run import train_and_evaluate
+from fedjax_gen.trainer.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def _probe():
@@ -23,9 +23,9 @@ def test_probe_measures_the_runs_aggregation_and_trains_a_denoiser(tmp_path, cap
   which checks that it pairs clients with their own buffer rows."""
   config = config_lib.apply_overrides(config_lib.load_config("quickstart"), [
       "algorithm=pfedgpa", "num_clients=4", "clients_per_round=4", "rounds=2",
-      "local_epochs=1", "eval_every=2", "progress=false", "pfedgpa_aggregation=identity",
-      "pfedgpa_buffer=8", "pfedgpa_timesteps=10", "pfedgpa_s=3", "pfedgpa_train_steps=2",
-      "pfedgpa_width=8", "pfedgpa_heads=2", "pfedgpa_depth=1"])
+      "local_epochs=1", "eval_every=2", "progress=false", "pfedgpa.aggregation=identity",
+      "pfedgpa.buffer=8", "pfedgpa.timesteps=10", "pfedgpa.s=3", "pfedgpa.train_steps=2",
+      "pfedgpa.width=8", "pfedgpa.heads=2", "pfedgpa.depth=1"])
   train_and_evaluate(config, str(tmp_path))
   probe = _probe()
   probe.main(["--workdir", str(tmp_path)])

@@ -6,7 +6,7 @@ histogram before federated training and generate the images that make its local 
 also mentions a fixed budget per client and matching the global label distribution. The
 exact integer rules of the last two are ours (below); each is a pure NumPy function of the
 `[clients, classes]` label counts, so the numbers can be checked by hand
-(`tests/genaug/test_fill.py`).
+(`tests/augment/test_fill.py`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Reference: Lai, Li, Ji, Yang, Song, "pFedGPA: Diffusion-based Generative Parameter
 Aggregation for Personalized Federated Learning", AAAI 2025 (arXiv 2409.05701). No public
-code exists; this is our implementation of the paper's description (shared/PAPERS.md §3).
+code exists; this is our implementation of the paper's description .
 
 A round:
 1. Each sampled client starts from its personalized parameters (its persistent state; the
@@ -23,7 +23,7 @@ New clients (`newcomer`, `newcomer_steps` local steps in all): from the global m
 (`init_rounds`) initialisation rounds, each a share of the local steps followed by guided
 denoising: invert to step s and DDIM down with `eps(x_t) - (1 + omega) * d`.
 
-Our choices where the paper leaves details open (config `pfedgpa_*`; defaults here):
+Our choices where the paper leaves details open (config `pfedgpa.*`; defaults here):
 * what is diffused: all parameters (`layers`; named top-level layers instead diffuse
   only those, the rest being plainly averaged); tokens of `token_size=256` scalars, one
   zero-padded tail (`token_pad`); per-layer normalisation fitted on the buffer (`norm`).
@@ -42,7 +42,7 @@ Our choices where the paper leaves details open (config `pfedgpa_*`; defaults he
 * online training: `buffer=40` uploads (two rounds of 20), `train_steps=50` per round,
   batches of `batch=16` drawn with replacement, Adam `lr=1e-3` with global-norm clipping
   at 1; keys `fold_in(key(seed), round)`.
-* newcomers: `init_rounds=2`, `omega=0.5`. The guidance sign: PAPERS.md writes
+* newcomers: `init_rounds=2`, `omega=0.5`. The guidance sign: the paper writes
   `eps(theta_l) - (1 + omega) * (theta_{l-1} - theta_l)`. Under DDIM,
   x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar), so that term moves the denoised
   parameters by +(1 + omega) sqrt((1 - abar) / abar) (theta_{l-1} - theta_l): AGAINST
@@ -57,7 +57,7 @@ Our choices where the paper leaves details open (config `pfedgpa_*`; defaults he
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,14 +66,15 @@ import optax
 from fedjax_gen.algorithms import base
 from fedjax_gen.algorithms.finetune import finetune
 from fedjax_gen.diffusion import core
-from fedjax_gen.pfedgpa import aggregate, denoiser as denoiser_lib, tokenize
+from fedjax_gen.algorithms.pfedgpa import aggregate, denoiser as denoiser_lib, tokenize
+from fedjax_gen.types import Option, options_of
 
 AGGREGATIONS = ("diffusion", "mean", "identity")
 GUIDANCE = ("update", "as_written")
 
 
 class PFedGPAOptions(NamedTuple):
-  """pFedGPA's hyperparameters (config keys `pfedgpa_<field>`); see the module docstring."""
+  """pFedGPA's hyperparameters (config family `pfedgpa.*`); see the module docstring."""
   layers: tuple[str, ...] = ()   # top-level layers diffused; () = all
   token_size: int = 256
   token_pad: str = "end"         # end | layer | none
@@ -103,7 +104,7 @@ def check_options(o: PFedGPAOptions, clients_per_round: int | None = None) -> No
   """Cheap checks (no model needed); raises ValueError naming the key and the fix."""
   def choice(key, value, valid):
     if value not in valid:
-      raise ValueError(f"Unknown pfedgpa_{key} {value!r}; valid: {', '.join(valid)}.")
+      raise ValueError(f"Unknown pfedgpa.{key} {value!r}; valid: {', '.join(valid)}.")
 
   choice("token_pad", o.token_pad, tokenize.PAD_RULES)
   choice("norm", o.norm, tokenize.NORMS)
@@ -114,21 +115,21 @@ def check_options(o: PFedGPAOptions, clients_per_round: int | None = None) -> No
   choice("inversion", o.inversion, aggregate.INVERSIONS)
   for key in ("token_size", "width", "depth", "heads", "timesteps", "buffer", "batch"):
     if getattr(o, key) < 1:
-      raise ValueError(f"pfedgpa_{key} must be >= 1, got {getattr(o, key)}.")
+      raise ValueError(f"pfedgpa.{key} must be >= 1, got {getattr(o, key)}.")
   for key in ("ddim_steps", "fixed_point_iters", "train_steps", "init_rounds"):
     if getattr(o, key) < 0:
-      raise ValueError(f"pfedgpa_{key} must be >= 0, got {getattr(o, key)}.")
+      raise ValueError(f"pfedgpa.{key} must be >= 0, got {getattr(o, key)}.")
   if not 1 <= o.s <= o.timesteps:
-    raise ValueError(f"pfedgpa_s={o.s} (the inversion depth) must lie in [1, T] with "
-                     f"T=pfedgpa_timesteps={o.timesteps}.")
+    raise ValueError(f"pfedgpa.s={o.s} (the inversion depth) must lie in [1, T] with "
+                     f"T=pfedgpa.timesteps={o.timesteps}.")
   if not o.lr > 0:
-    raise ValueError(f"pfedgpa_lr must be > 0, got {o.lr}.")
+    raise ValueError(f"pfedgpa.lr must be > 0, got {o.lr}.")
   if o.denoiser == "transformer" and o.width % o.heads:
-    raise ValueError(f"pfedgpa_width={o.width} must be divisible by pfedgpa_heads={o.heads}.")
+    raise ValueError(f"pfedgpa.width={o.width} must be divisible by pfedgpa.heads={o.heads}.")
   if clients_per_round is not None and o.buffer < clients_per_round:
-    raise ValueError(f"pfedgpa_buffer={o.buffer} is smaller than one round's uploads "
+    raise ValueError(f"pfedgpa.buffer={o.buffer} is smaller than one round's uploads "
                      f"(clients_per_round={clients_per_round}); keep at least one round: "
-                     f"pfedgpa_buffer >= {clients_per_round}.")
+                     f"pfedgpa.buffer >= {clients_per_round}.")
 
 
 class PFedGPAServerState(NamedTuple):
@@ -270,11 +271,38 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
       server_post=server_post)
 
 
+OPTIONS = (
+    Option("layers", "", "comma-separated top-level layers diffused (\"\" = all)"),
+    Option("token_size", 256, "parameters per token"),
+    Option("token_pad", "end", "end (zero tail) | layer (pad each layer) | none (must divide)"),
+    Option("norm", "layer", "layer | element: normalisation stats fitted on the buffer"),
+    Option("denoiser", "transformer", "transformer | mlp (per token) | lowrank (x0, whole "
+           "model)"),
+    Option("width", 64, "denoiser width"),
+    Option("depth", 2, "denoiser depth"),
+    Option("heads", 4, "denoiser attention heads"),
+    Option("timesteps", 100, "T of the noise schedule"),
+    Option("schedule", "linear", "linear | cosine"),
+    Option("s", 20, "inversion depth, in [1, T]"),
+    Option("ddim_steps", 0, "DDIM steps to reach s (0 = all s)"),
+    Option("inversion", "ddim", "ddim (the paper's) | noise (x_s ~ q(x_s | x_0), SDEdit-like)"),
+    Option("fixed_point_iters", 0, "refinement of each inversion step (0 = plain DDIM)"),
+    Option("buffer", 40, "recent uploads kept for online training (>= clients_per_round)"),
+    Option("train_steps", 50, "denoiser Adam steps per round"),
+    Option("batch", 16, "denoiser batch (uploads)"),
+    Option("lr", 1e-3, "denoiser Adam learning rate"),
+    Option("aggregation", "diffusion", "diffusion | mean (plain averaging) | identity (none)"),
+    Option("omega", 0.5, "newcomers' guidance weight", "eval"),
+    Option("init_rounds", 2, "newcomers' initialisation rounds I (within newcomer_steps)",
+           "eval"),
+    Option("guidance", "update", "update | as_written (sign of the guidance; see "
+           "algorithm.py)", "eval"),
+)
+
+
 def options_from_config(config) -> PFedGPAOptions:
-  """`PFedGPAOptions` from the `pfedgpa_*` keys of a run config (and its seed)."""
-  fields = {f: config[f"pfedgpa_{f}"] for f in PFedGPAOptions._fields
-            if f"pfedgpa_{f}" in config}
-  fields["layers"] = tuple(n.strip() for n in str(fields.get("layers", "")).split(",")
-                           if n.strip())
+  """`PFedGPAOptions` from a run config's `pfedgpa` family (and its seed)."""
+  fields = vars(options_of(OPTIONS, config.pfedgpa))
+  fields["layers"] = tuple(n.strip() for n in str(fields["layers"]).split(",") if n.strip())
   fields["seed"] = config.seed
   return PFedGPAOptions(**fields)

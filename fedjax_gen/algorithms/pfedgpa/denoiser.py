@@ -1,14 +1,14 @@
 """Noise predictors over parameter tokens `[B, num_tokens, token_size]`.
 
-* `TokenTransformer` (the default, `pfedgpa_denoiser=transformer`): each token is
+* `TokenTransformer` (the default, `pfedgpa.denoiser=transformer`): each token is
   projected to `width`, a learned position embedding (which token of the model it is) and
   an embedding of the timestep are added, then `depth` pre-LayerNorm blocks of
   multi-head self-attention and a GELU MLP, a final LayerNorm and a projection back to
   `token_size` (zero-initialised: the untrained model predicts eps = 0). Tokens attend to
   each other, so a layer's noise estimate can use the rest of the model.
-* `TokenMLP` (`pfedgpa_denoiser=mlp`): the same embedding and output with the attention
+* `TokenMLP` (`pfedgpa.denoiser=mlp`): the same embedding and output with the attention
   removed: a per-token residual MLP that still knows its token's position and the step.
-* `LowRankX0` (`pfedgpa_denoiser=lowrank`): predicts the clean parameters, not the noise,
+* `LowRankX0` (`pfedgpa.denoiser=lowrank`): predicts the clean parameters, not the noise,
   through a `width`-dimensional bottleneck over the whole flattened model:
   x0_hat = b + W_out mlp(W_in x_t + emb(t)), and eps = (x_t - sqrt(abar_t) x0_hat) /
   sqrt(1 - abar_t). Its x0_hat always lies in a learned `width`-dimensional affine
@@ -106,11 +106,11 @@ def make_denoiser(name: str, *, num_tokens: int, token_size: int, width: int = 6
                   depth: int = 2, heads: int = 4, mlp_ratio: int = 2) -> nn.Module:
   """`name` in DENOISERS; see the module docstring."""
   if name not in DENOISERS:
-    raise ValueError(f"Unknown pfedgpa_denoiser {name!r}; valid: {', '.join(DENOISERS)}.")
+    raise ValueError(f"Unknown pfedgpa.denoiser {name!r}; valid: {', '.join(DENOISERS)}.")
   if name == "lowrank":
     return LowRankX0(num_tokens, token_size, width, depth, mlp_ratio)
   if name == "transformer" and width % heads:
-    raise ValueError(f"pfedgpa_width={width} must be divisible by pfedgpa_heads={heads}.")
+    raise ValueError(f"pfedgpa.width={width} must be divisible by pfedgpa.heads={heads}.")
   return TokenTransformer(num_tokens, token_size, width, depth, heads, mlp_ratio,
                           attention=name == "transformer")
 

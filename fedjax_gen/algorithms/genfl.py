@@ -57,7 +57,7 @@ VAL_FRACTION = 0.2  # share of the server's synthetic set held out for the adapt
 
 def check_lam_policy(policy: str) -> None:
   if policy not in LAM_POLICIES:
-    raise ValueError(f"Unknown genfl_lam_policy {policy!r}; valid policies: "
+    raise ValueError(f"Unknown genfl.lam_policy {policy!r}; valid policies: "
                      f"{', '.join(LAM_POLICIES)}.")
 
 
@@ -197,11 +197,11 @@ def genfl(loss_fn: base.LossFn, client_opt: optax.GradientTransformation,
   """
   check_lam_policy(lam_policy)
   if not 0 <= lam0 <= 1:
-    raise ValueError(f"genfl_lam0 must be in [0, 1], got {lam0}.")
+    raise ValueError(f"genfl.lam0 must be in [0, 1], got {lam0}.")
   if not 0 <= skew_weight < 1:
-    raise ValueError(f"genfl_skew_weight must be in [0, 1), got {skew_weight}.")
+    raise ValueError(f"genfl.skew_weight must be in [0, 1), got {skew_weight}.")
   if server_steps < 0:
-    raise ValueError(f"genfl_server_steps must be >= 0, got {server_steps}.")
+    raise ValueError(f"genfl.server_steps must be >= 0, got {server_steps}.")
   synthetic_opt = synthetic_opt or client_opt
   x, y = np.asarray(synthetic_x, np.float32), np.asarray(synthetic_y, np.int32)
   n_train = len(y)
@@ -267,7 +267,7 @@ def aigc_only(loss_fn: base.LossFn, opt: optax.GradientTransformation, *, synthe
               ) -> base.FederatedAlgorithm:
   """The AIGC-only baseline: the server trains on synthetic data alone (module docstring)."""
   if server_steps < 1:
-    raise ValueError(f"aigc_only trains genfl_server_steps >= 1 steps per round, got "
+    raise ValueError(f"aigc_only trains genfl.server_steps >= 1 steps per round, got "
                      f"{server_steps}.")
   x, y = np.asarray(synthetic_x, np.float32), np.asarray(synthetic_y, np.int32)
   base_key = jax.random.key(seed)

@@ -11,7 +11,7 @@ from fedjax_gen import config as config_lib
 from fedjax_gen.algorithms import make_algorithm
 from fedjax_gen.diffusion import core
 from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation
-from fedjax_gen.pfedgpa import (PFedGPAOptions, aggregate, check_options, make_layout,
+from fedjax_gen.algorithms.pfedgpa import (PFedGPAOptions, aggregate, check_options, make_layout,
                                 options_from_config, pfedgpa, tokenize)
 from tests.diffusion.test_core import gaussian_oracle, point_mass_oracle
 from tests.helpers import assert_trees_close, normnet_problem
@@ -122,7 +122,7 @@ def test_noised_inversion_forgets_the_upload_and_the_true_noise_restores_it():
   assert float(jnp.linalg.norm(a - mu)) < float(jnp.linalg.norm(x0 - mu))
   with pytest.raises(ValueError, match="pass `key`"):
     aggregate.invert_denoise(gauss, schedule, x0, ts, inversion="noise")
-  with pytest.raises(ValueError, match="pfedgpa_inversion"):
+  with pytest.raises(ValueError, match="pfedgpa.inversion"):
     aggregate.invert_denoise(gauss, schedule, x0, ts, inversion="sde")
 
 
@@ -150,7 +150,7 @@ def test_lowrank_denoiser_learns_a_low_dimensional_set_the_token_model_cannot():
   predicting low-rank model fits them (DDPM loss far below 1, the loss of eps = 0), the
   per-token transformer of the same width (narrower than a token, as by default: 64 <
   256) does not."""
-  from fedjax_gen.pfedgpa import denoiser as den
+  from fedjax_gen.algorithms.pfedgpa import denoiser as den
   schedule = core.make_schedule("linear", 100)
   k = jax.random.split(jax.random.key(0), 3)
   base, dirs = jax.random.normal(k[0], (8, 64)), jax.random.normal(k[1], (2, 8, 64))
@@ -231,7 +231,7 @@ def test_newcomers_run_guided_initialisation_rounds():
 
 def test_make_algorithm_and_config_build_pfedgpa():
   config = config_lib.apply_overrides(config_lib.load_config("pfedgpa_fmnist"),
-                                      ["pfedgpa_layers=fc1,head", "pfedgpa_s=7", "seed=3"])
+                                      ["pfedgpa.layers=fc1,head", "pfedgpa.s=7", "seed=3"])
   config_lib.validate(config)
   o = options_from_config(config)
   assert o.layers == ("fc1", "head") and o.s == 7 and o.seed == 3
@@ -248,30 +248,30 @@ def test_bad_inputs_raise_before_training():
   with pytest.raises(ValueError, match=r"names \['conv9'\], which the model lacks; its "
                      r"top-level layers are \['body', 'head', 'norm'\]"):
     build(layers=("head", "conv9"))
-  with pytest.raises(ValueError, match=r"pfedgpa_s=0 .* must lie in \[1, T\]"):
+  with pytest.raises(ValueError, match=r"pfedgpa.s=0 .* must lie in \[1, T\]"):
     build(s=0)
-  with pytest.raises(ValueError, match=r"pfedgpa_s=21 .* must lie in \[1, T\]"):
+  with pytest.raises(ValueError, match=r"pfedgpa.s=21 .* must lie in \[1, T\]"):
     build(s=21)
   dim = sum(x.size for x in jax.tree.leaves(params))  # 53: prime, nothing divides it
-  with pytest.raises(ValueError, match=rf"pfedgpa_token_size=8 does not divide the {dim} "
-                     "selected parameters and pfedgpa_token_pad=none forbids padding"):
+  with pytest.raises(ValueError, match=rf"pfedgpa.token_size=8 does not divide the {dim} "
+                     "selected parameters and pfedgpa.token_pad=none forbids padding"):
     build(token_pad="none")
   build(token_pad="none", token_size=dim)  # divides: fine
-  with pytest.raises(ValueError, match=r"pfedgpa_buffer=2 is smaller than one round's "
+  with pytest.raises(ValueError, match=r"pfedgpa.buffer=2 is smaller than one round's "
                      r"uploads \(clients_per_round=3\)"):
     build(buffer=2)
-  with pytest.raises(ValueError, match="Unknown pfedgpa_inversion 'sde'"):
+  with pytest.raises(ValueError, match="Unknown pfedgpa.inversion 'sde'"):
     build(inversion="sde")
-  with pytest.raises(ValueError, match="Unknown pfedgpa_token_pad 'middle'"):
+  with pytest.raises(ValueError, match="Unknown pfedgpa.token_pad 'middle'"):
     check_options(SMALL._replace(token_pad="middle"))
 
 
 def test_config_validation_catches_pfedgpa_errors():
   config = config_lib.load_config("pfedgpa_fmnist")
-  for override, message in (("pfedgpa_s=101", "must lie in"),
-                            ("pfedgpa_buffer=5", "smaller than one round"),
-                            ("pfedgpa_aggregation=median", "Unknown pfedgpa_aggregation"),
-                            ("pfedgpa_inversion=sde", "Unknown pfedgpa_inversion 'sde'"),
-                            ("pfedgpa_denoiser=unet", "Unknown pfedgpa_denoiser 'unet'")):
+  for override, message in (("pfedgpa.s=101", "must lie in"),
+                            ("pfedgpa.buffer=5", "smaller than one round"),
+                            ("pfedgpa.aggregation=median", "Unknown pfedgpa.aggregation"),
+                            ("pfedgpa.inversion=sde", "Unknown pfedgpa.inversion 'sde'"),
+                            ("pfedgpa.denoiser=unet", "Unknown pfedgpa.denoiser 'unet'")):
     with pytest.raises(ValueError, match=message):
       config_lib.validate(config_lib.apply_overrides(config, [override]))

@@ -9,8 +9,8 @@ import pytest
 
 from fedjax_gen.algorithms import Batch, fedavg
 from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation, local
-from fedjax_gen.genaug import aigc_only, genfl, lam_value, skew_factor, train_steps
-from fedjax_gen.genaug.genfl import mean_loss, split_validation
+from fedjax_gen.algorithms.genfl import aigc_only, genfl, lam_value, skew_factor, train_steps
+from fedjax_gen.algorithms.genfl import mean_loss, split_validation
 from tests.helpers import assert_trees_close, linear_problem
 
 SCHEDULE = LocalSchedule(batch_size=2, local_epochs=2, local_steps=0)
@@ -104,10 +104,10 @@ def test_lam_policies():
                              [0.4, 0.0, 0.8])
   traced = jax.jit(lambda t: lam_value("cos", t, lam0=0.5, rounds=4))(jnp.int32(2))
   np.testing.assert_allclose(traced, 0.25)
-  with pytest.raises(ValueError, match="Unknown genfl_lam_policy 'linear'; valid policies: "
+  with pytest.raises(ValueError, match="Unknown genfl.lam_policy 'linear'; valid policies: "
                                        "constant, exp, cos, adaptive"):
     lam_value("linear", 0, lam0=0.5)
-  with pytest.raises(ValueError, match="Unknown genfl_lam_policy"):
+  with pytest.raises(ValueError, match="Unknown genfl.lam_policy"):
     make_genfl(linear_problem()[3], lam_policy="step")
 
 
@@ -194,5 +194,5 @@ def test_aigc_only_trains_on_synthetic_data_alone(problem):
   for r in range(2):
     p, s = steps(p, s, r)
   assert_trees_close(got.params, p)
-  with pytest.raises(ValueError, match="genfl_server_steps >= 1"):
+  with pytest.raises(ValueError, match="genfl.server_steps >= 1"):
     aigc_only(loss_fn, OPT, synthetic_x=x, synthetic_y=y, server_steps=0, batch_size=5)

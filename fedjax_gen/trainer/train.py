@@ -1,63 +1,46 @@
-"""`train_and_evaluate(config, workdir)`: the one trainer, read top to bottom.
+"""`train_and_evaluate(config, workdir)`: the trainer, read top to bottom.
 
 Sections: checks -> data -> model and algorithm -> resume -> round loop -> summary.
-New research forks this file rather than adding hooks to it.
+Bring your own model, dataset or algorithm by passing them (`model=`, `dataset=`,
+`algorithm=`): they replace what the config names, and the run records it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from fedjax_gen import config as config_lib
 from fedjax_gen import data as data_lib
-from fedjax_gen import genaug
 from fedjax_gen import models
-from fedjax_gen import pfedgpa
-from fedjax_gen.algorithms import make_algorithm
-from fedjax_gen.checkpoint import Checkpointer
-from fedjax_gen.engine import (Evaluator, ExecutionPlan, LocalSchedule, Simulation,
-                               auto_plan, masked_cross_entropy, personalized_summary,
-                               uses_conv)
+from fedjax_gen.algorithms import make_algorithm, pfedgpa
+from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, masked_cross_entropy,
+                               personalized_summary)
 from fedjax_gen.outputs import MetricsLog, atomic_write, plot_accuracy, write_json
+from fedjax_gen.trainer import generation, options
+from fedjax_gen.trainer import plan as plan_lib
+from fedjax_gen.trainer.checkpoint import Checkpointer
+from fedjax_gen.types import FederatedAlgorithm
 
-# Hyperparameters passed to `make_algorithm` as they are.
-_ALGORITHM_KEYS = ("fedrep_head_fraction", "ditto_lambda", "apfl_alpha", "apfl_alpha_lr",
-                   "pfedme_lambda", "pfedme_inner_steps", "pfedme_personal_lr",
-                   "perfedavg_alpha", "perfedavg_beta")
-
-# Keys that do not change what a run computes: a work folder may be resumed with others.
-_RESUMABLE_KEYS = ("rounds", "checkpoint_every", "progress", "show_label_counts",
-                   "chunk_size", "steps_per_call", "eval_batch_size", "conv_impl")
-
-# Keys that change only how a trained run is evaluated (`evaluate_checkpoint`, `fedjax-gen
-# eval`): local steps before evaluation and pFedGPA's newcomer recipe.
-EVAL_KEYS = ("finetune_steps", "newcomer_steps", "eval_batch_size", "pfedgpa_omega",
-             "pfedgpa_init_rounds", "pfedgpa_guidance")
-
-
-def _matters(key: str, algorithm: str) -> bool:
-  """Whether a changed `key` makes a resumed run compute something else. An algorithm's own
-  hyperparameter (`_ALGORITHM_KEYS`, named after it: "apfl_alpha") does not matter to the
-  other algorithms ("perfedavg_hf" reads "perfedavg_alpha")."""
-  if key in _ALGORITHM_KEYS:
-    return key.split("_")[0] == algorithm.split("_")[0]
-  return key not in _RESUMABLE_KEYS
+Dataset = tuple  # (x_train, y_train, x_test, y_test) NumPy arrays, integer labels
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *,
-                    resumable: tuple[str, ...] = ()) -> None:
-  """Creates the work folder, checks it is writable and was made by this config (up to
-  `_RESUMABLE_KEYS` and the caller's own `resumable` keys)."""
+                    resumable: tuple[str, ...] = (), custom: dict | None = None) -> None:
+  """Creates the work folder, checks it is writable and was made by this config: only
+  keys whose role is "free" (or in `resumable`, e.g. a DDPM's "sample" keys) may differ.
+  `custom`: what the caller passed instead of the config's model, dataset or algorithm,
+  recorded in `config.json` and part of the run's identity."""
   try:
     os.makedirs(workdir, exist_ok=True)
     fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write-test-")  # one per process
@@ -68,35 +51,34 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *,
                           "--workdir pointing to a folder you can write.") from None
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
+  if custom:
+    current["custom"] = custom
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    added = json.loads(config_lib.base_config().to_json())  # keys added since: defaults
-    diff = sorted(k for k in set(saved) | set(current) if _matters(k, current["algorithm"])
-                  and k not in resumable and saved.get(k, added.get(k)) != current.get(k))
+    diff = options.changed(saved, current, allowed=("free", *resumable))
     if diff:
-      changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" if k in current
-                          else f"{k}={saved[k]!r}, a key this version no longer has"
+      old, new = options.flatten(saved), options.flatten(current)
+      old = {options.RENAMED.get(k, k): v for k, v in old.items()}
+      changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" if k in new
+                          else f"{k}={old[k]!r}, a key this version no longer has"
                           for k in diff)
       raise ValueError(f"Work folder {workdir!r} holds a run of a different config "
                        f"({changes}). Use a new --workdir, or delete this one to start over.")
   atomic_write(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
-def load_federated_data(config: ml_collections.ConfigDict) -> data_lib.FederatedData:
-  dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir or None,
-                                  source=config.data_source)
+def load_federated_data(config: ml_collections.ConfigDict,
+                        dataset: data_lib.Dataset | None = None) -> data_lib.FederatedData:
+  """The config's dataset (or `dataset`), partitioned by the config's partitioner."""
+  d = config.data
+  if dataset is None:
+    dataset = data_lib.load_dataset(config.dataset, data_dir=d.dir or None, source=d.source)
   return data_lib.make_federated_data(
       dataset, num_clients=config.num_clients, partition=config.partition, seed=config.seed,
       alpha=config.alpha, classes_per_client=config.classes_per_client,
-      shards_per_client=config.shards_per_client, min_size=config.min_client_size,
-      test_fraction=config.test_fraction)
-
-
-def _plan(config, has_conv: bool) -> ExecutionPlan:
-  auto = auto_plan(config.clients_per_round, has_conv=has_conv)
-  return ExecutionPlan(config.chunk_size or auto.chunk_size,
-                       auto.steps_per_call if config.steps_per_call < 0 else config.steps_per_call)
+      shards_per_client=d.shards_per_client, min_size=d.min_client_size,
+      test_fraction=d.test_fraction)
 
 
 def _client_sharding(num_devices: int, num_clients: int):
@@ -111,10 +93,14 @@ def _client_sharding(num_devices: int, num_clients: int):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("clients"))
 
 
+def num_holdout(num_clients: int, fraction: float) -> int:
+  return int(round(num_clients * fraction))
+
+
 def split_holdout(config) -> tuple[np.ndarray, np.ndarray]:
   """(training clients, held-out newcomers): a seeded choice of `holdout_clients`."""
   perm = np.random.default_rng([config.seed, 2]).permutation(config.num_clients)
-  held = np.sort(perm[: config_lib.num_holdout(config.num_clients, config.holdout_clients)])
+  held = np.sort(perm[: num_holdout(config.num_clients, config.personalized.holdout_clients)])
   return np.setdiff1d(np.arange(config.num_clients), held), held
 
 
@@ -125,7 +111,7 @@ def evaluate(config, sim: Simulation, evaluator: Evaluator, server, client_state
   accuracy after their `newcomer` recipe."""
   alg = sim.alg
   metrics = evaluator.global_metrics(server.params)
-  if config.test_fraction == 0:
+  if config.data.test_fraction == 0:
     return metrics
 
   def accuracies(ids, adaptation, steps, client_states):
@@ -139,12 +125,14 @@ def evaluate(config, sim: Simulation, evaluator: Evaluator, server, client_state
     return evaluator.client_accuracies(ids, client_params=params)
 
   metrics.update(personalized_summary(
-      accuracies(train_ids, alg.personalize, config.finetune_steps, client_states)))
+      accuracies(train_ids, alg.personalize, config.personalized.finetune_steps,
+                 client_states)))
   if len(new_ids):
     fresh = jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_clients, *a.shape)),
                          alg.client_state_init(server.params))
     metrics.update(personalized_summary(
-        accuracies(new_ids, alg.newcomer, config.newcomer_steps, fresh), prefix="new_client"))
+        accuracies(new_ids, alg.newcomer, config.personalized.newcomer_steps, fresh),
+        prefix="new_client"))
   return metrics
 
 
@@ -174,56 +162,92 @@ class _Setup(NamedTuple):
   aug_summary: dict | None
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str, *, heatmap: bool = False
-           ) -> _Setup:
+AlgorithmArg = FederatedAlgorithm | Callable[..., FederatedAlgorithm] | None
+
+
+def _dataset(dataset: Dataset | None) -> data_lib.Dataset | None:
+  if dataset is None or isinstance(dataset, data_lib.Dataset):
+    return dataset
+  if not isinstance(dataset, (tuple, list)) or len(dataset) != 4:
+    raise ValueError("dataset= takes a (x_train, y_train, x_test, y_test) tuple of NumPy "
+                     f"arrays, got {type(dataset).__name__}.")
+  return data_lib.from_arrays(*dataset)
+
+
+def describe_custom(model: nn.Module | None, dataset: data_lib.Dataset | None,
+                    algorithm: AlgorithmArg) -> dict:
+  """What a run records of the objects passed in place of the config's names: the model's
+  class and fields, the dataset's shapes and a digest of its arrays, the algorithm's
+  functions. Part of the run's identity: a resume must pass the same."""
+  out = {}
+  if model is not None:
+    out["model"] = repr(model)
+  if dataset is not None:
+    digest = hashlib.sha256()
+    for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+      digest.update(np.ascontiguousarray(a).tobytes())
+    out["dataset"] = {"train": list(dataset.x_train.shape), "test": list(dataset.x_test.shape),
+                      "num_classes": dataset.num_classes, "sha256": digest.hexdigest()[:16]}
+  if algorithm is not None:
+    fn = algorithm.client_step if isinstance(algorithm, FederatedAlgorithm) else algorithm
+    out["algorithm"] = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+  return out
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str, *, heatmap: bool = False,
+           model: nn.Module | None = None, dataset: data_lib.Dataset | None = None,
+           algorithm: AlgorithmArg = None) -> _Setup:
   """Data (with a generative algorithm's synthetic part, cached in `workdir`), model,
   algorithm, simulation and evaluator of `config`; no training. `heatmap`: save the
-  clients' label counts as `workdir/label_counts.png`."""
-  fed = load_federated_data(config)
-  if config.show_label_counts:
+  clients' label counts as `workdir/label_counts.png`. `model`, `dataset`, `algorithm`
+  replace what the config names."""
+  fed = load_federated_data(config, dataset)
+  if config.data.show_label_counts:
     print(data_lib.format_label_counts(fed.label_counts, fed.class_names))
   if heatmap:
     data_lib.save_label_heatmap(fed.label_counts, os.path.join(workdir, "label_counts.png"),
                                 class_names=fed.class_names,
                                 title=f"{config.dataset} {config.partition}")
   aug = aug_summary = None
-  if config.algorithm in genaug.GENERATIVE:  # generator checked against the data, then run
-    aug, aug_summary = genaug.prepare(config, fed, workdir)
+  if config.algorithm in generation.GENERATIVE and algorithm is None:
+    aug, aug_summary = generation.prepare(config, fed, workdir)  # generator checked first
     fed = aug.fed
 
-  example_shape = fed.train.x.shape[2:]
-  conv_impl = config.conv_impl
-  if conv_impl == "auto" and config.steps_per_call == 0:  # a forced fused (scanned) round
-    conv_impl = models.resolve_conv_impl("auto", scanned=True)
-  model = models.get_model(config.model, num_classes=fed.num_classes,
-                           input_shape=example_shape, conv_impl=conv_impl)
-  conv_impl = getattr(model, "conv_impl", "none")  # "auto" resolved for this model
-  apply_fn = lambda params, x: model.apply({"params": params}, x)
-  params = models.init_params(model, example_shape, jax.random.key(config.seed))
-  if config.algorithm in ("genfl", "aigc_only"):
-    alg = genaug.make_generative_algorithm(config, masked_cross_entropy(apply_fn), aug,
-                                           fed.num_classes)
+  example_shape = tuple(fed.train.x.shape[2:])
+  r = config.run
+  build = model if model is not None else (
+      lambda impl: models.get_model(config.model, num_classes=fed.num_classes,
+                                    input_shape=example_shape, conv_impl=impl))
+  choice = plan_lib.choose(build, example_shape, clients_per_round=config.clients_per_round,
+                           conv_impl=r.conv_impl, chunk_size=r.chunk_size,
+                           steps_per_call=r.steps_per_call)
+  net = choice.model
+  apply_fn = lambda params, x: net.apply({"params": params}, x)
+  params = models.init_params(net, example_shape, jax.random.key(config.seed))
+  loss_fn = masked_cross_entropy(apply_fn)
+  if isinstance(algorithm, FederatedAlgorithm):
+    alg = algorithm
+  elif algorithm is not None:  # a factory: (loss_fn, params) -> FederatedAlgorithm
+    alg = algorithm(loss_fn, params)
+  elif config.algorithm in ("genfl", "aigc_only"):
+    alg = generation.make_generative_algorithm(config, loss_fn, aug, fed.num_classes)
   else:
     alg = make_algorithm(
-        genaug.fl_algorithm_name(config), masked_cross_entropy(apply_fn), lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay, num_clients=config.num_clients,
-        server_optimizer_name=config.server_optimizer, server_lr=config.server_lr or None,
-        server_momentum=config.server_momentum, prox_mu=config.prox_mu, params=params,
-        personal_layers=[n.strip() for n in config.personal_layers.split(",") if n.strip()],
-        **{k: config[k] for k in _ALGORITHM_KEYS},
+        generation.fl_algorithm_name(config), loss_fn, lr=config.lr, momentum=config.momentum,
+        num_clients=config.num_clients, params=params, fl=config.fl,
+        personalized=config.personalized,
         pfedgpa_options=(pfedgpa.options_from_config(config)
                          if config.algorithm == "pfedgpa" else None),
         clients_per_round=config.clients_per_round)
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   train_ids, new_ids = split_holdout(config)
   sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
-                   plan=_plan(config, uses_conv(apply_fn, params, example_shape)),
-                   sharding=_client_sharding(config.num_devices, config.num_clients),
+                   plan=choice.plan,
+                   sharding=_client_sharding(r.num_devices, config.num_clients),
                    train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
-                        fed.test.y, fed.test.count, batch_size=config.eval_batch_size)
-  return _Setup(sim, evaluator, params, train_ids, new_ids, conv_impl, aug_summary)
+                        fed.test.y, fed.test.count, batch_size=r.eval_batch_size)
+  return _Setup(sim, evaluator, params, train_ids, new_ids, choice.conv_impl, aug_summary)
 
 
 def _eval_key(config, round_: int) -> jax.Array:
@@ -237,10 +261,13 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir!r} holds no run (no config.json); pass the --workdir "
                             "of a `fedjax-gen run`.")
-  config = config_lib.base_config()
   with open(path) as f:
-    config.update(json.load(f))
-  return config
+    saved = json.load(f)
+  if "custom" in saved:
+    raise ValueError(f"{workdir!r} holds a run of a model, dataset or algorithm passed to "
+                     f"train_and_evaluate ({', '.join(saved['custom'])}); re-evaluate it "
+                     "from Python with the same objects.")
+  return options.from_saved(saved)
 
 
 def restore_run(config: ml_collections.ConfigDict, workdir: str):
@@ -261,19 +288,23 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str):
 
 def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
   """Evaluates the last checkpoint of the run in `workdir` again, under its own config with
-  `overrides` of evaluation-only keys (`EVAL_KEYS`: how many fine-tune and newcomer steps,
-  pFedGPA's newcomer guidance). Unchanged, it reproduces the run's evaluation of that round
-  exactly (the final round is always both saved and evaluated). Writes nothing."""
+  `overrides` of evaluation-only keys (role "eval" or "free": how many fine-tune and
+  newcomer steps, pFedGPA's newcomer guidance). Unchanged, it reproduces the run's
+  evaluation of that round exactly (the final round is always both saved and evaluated).
+  Writes nothing."""
   run_config = read_run_config(workdir)
-  if run_config.get("task", "classify") != "classify":
+  if run_config.task != "classify":
     raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
                      f"{run_config.task!r} run.")
-  config = config_lib.apply_overrides(run_config, list(overrides))
-  not_eval = [k for k in config if k not in EVAL_KEYS and config[k] != run_config[k]]
+  config = options.apply_overrides(run_config, list(overrides))
+  not_eval = options.changed(json.loads(run_config.to_json()), json.loads(config.to_json()),
+                             allowed=("eval", "free"))
   if not_eval:
+    evals = [k for k, o in options.all_options().items() if o.role == "eval"]
     raise ValueError(f"{', '.join(not_eval)} change(s) training, not only evaluation; "
-                     f"`eval` takes {', '.join(EVAL_KEYS)}. Start a new run for the others.")
-  config_lib.validate(config)
+                     f"`eval` takes {', '.join(evals)} (and run.*). Start a new run for the "
+                     "others.")
+  options.validate(config)
   s, server, client_states, last = restore_run(config, workdir)
   metrics = evaluate(config, s.sim, s.evaluator, server, client_states, s.train_ids,
                      s.new_ids, _eval_key(config, last))
@@ -281,12 +312,28 @@ def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
           **{k: float(v) for k, v in metrics.items()}}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) the federated experiment `config` in `workdir`; returns the summary."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       model: nn.Module | None = None, dataset: Dataset | None = None,
+                       algorithm: AlgorithmArg = None) -> dict:
+  """Runs (or resumes) the federated experiment `config` in `workdir`; returns the summary.
+
+  Bring your own:
+    model: a `flax.linen.Module` mapping `[B, *example_shape]` to `[B, num_classes]` logits
+      (used as it is: no convolution choice is made for it).
+    dataset: `(x_train, y_train, x_test, y_test)` NumPy arrays, integer labels; the
+      config's partitioner splits the training part across clients.
+    algorithm: a `FederatedAlgorithm`, or a function `(loss_fn, params) ->
+      FederatedAlgorithm` that builds one for this model.
+  They replace what the config names; `config.json` and the summary record them.
+  """
   # --- checks, data, model and algorithm: everything that can fail does so before training
-  config_lib.validate(config)
-  prepare_workdir(config, workdir)
-  s = _setup(config, workdir, heatmap=True)
+  options.validate(config, custom_model=model is not None,
+                   custom_dataset=dataset is not None, custom_algorithm=algorithm is not None)
+  dataset = _dataset(dataset)
+  custom = describe_custom(model, dataset, algorithm)
+  prepare_workdir(config, workdir, custom=custom)
+  s = _setup(config, workdir, heatmap=True, model=model, dataset=dataset,
+             algorithm=algorithm)
   sim, evaluator, train_ids, new_ids = s.sim, s.evaluator, s.train_ids, s.new_ids
   server, client_states = sim.init(s.params)
 
@@ -345,6 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     "personalized_std", "personalized_worst10",
                                     "new_client_accuracy")}
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
+             **({"custom": custom} if custom else {}),
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
              "plan": vars(sim.plan), "conv_impl": s.conv_impl,
              "backend": jax.default_backend(), **(s.aug_summary or {}),

@@ -1,15 +1,15 @@
 """Synthetic data is appended, never replacing real data; one cached generation call;
 incompatible generators and bad arguments fail before anything is generated."""
 
-import ml_collections
 import numpy as np
 import pytest
 
 from fedjax_gen import config as config_lib
 from fedjax_gen.data import ClientArrays, FederatedData, stack_clients
-from fedjax_gen.genaug import (augment_clients, fill_counts, gen_fedsd_data, genfl_data,
-                               prepare, share_indices)
-from tests.genaug.fakes import ConstantGenerator, RaisingGenerator
+from fedjax_gen.augment import (augment_clients, fill_counts, gen_fedsd_data, genfl_data,
+                                share_indices)
+from fedjax_gen.trainer.generation import prepare
+from tests.augment.fakes import ConstantGenerator, RaisingGenerator
 
 # Three clients over 3 classes, 2x2x1 images whose pixels encode a unique example id.
 LABELS = [np.array([0, 0, 0, 1]), np.array([2]), np.array([1, 1, 2, 2, 0])]
@@ -122,10 +122,10 @@ def test_incompatible_generator_fails_before_generating(tmp_path, shape, classes
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(share=1.5), r"genfl_share must be in \[0, 1\]"),
-    (dict(share=-0.1), r"genfl_share must be in \[0, 1\]"),
-    (dict(generator_on="cloud"), "Unknown genfl_generator_on 'cloud'; valid: server, clients"),
-    (dict(per_class=0), "genfl_synthetic_per_class must be >= 1"),
+    (dict(share=1.5), r"genfl.share must be in \[0, 1\]"),
+    (dict(share=-0.1), r"genfl.share must be in \[0, 1\]"),
+    (dict(generator_on="cloud"), "Unknown genfl.generator_on 'cloud'; valid: server, clients"),
+    (dict(per_class=0), "genfl.synthetic_per_class must be >= 1"),
 ])
 def test_genfl_bad_arguments_fail_before_generating(kwargs, message):
   args = dict(per_class=2, share=0.5, generator_on="server") | kwargs

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedjax_gen.genaug import FILL_RULES, fill_counts
+from fedjax_gen.augment import FILL_RULES, fill_counts
 
 COUNTS = np.array([[5, 1, 0],
                    [2, 2, 2],

@@ -31,7 +31,7 @@ import numpy as np
 
 from fedjax_gen.data.federated import ClientArrays, FederatedData
 from fedjax_gen.diffusion.generator import Generator, check_compatible, generate_cached
-from fedjax_gen.genaug.fill import fill_counts
+from fedjax_gen.augment.fill import fill_counts
 
 GENERATOR_LOCATIONS = ("server", "clients")
 
@@ -151,7 +151,7 @@ def share_indices(num_synthetic: int, num_clients: int, share: float, seed: int
   """Each client's share: `round(share * num_synthetic)` indices into the synthetic set,
   drawn without replacement from `default_rng([seed, 6, k])` for client k, sorted."""
   if not 0 <= share <= 1:
-    raise ValueError(f"genfl_share must be in [0, 1] (the share of the synthetic set each "
+    raise ValueError(f"genfl.share must be in [0, 1] (the share of the synthetic set each "
                      f"client receives), got {share}.")
   size = int(round(share * num_synthetic))
   return [np.sort(np.random.default_rng([seed, 6, k]).choice(num_synthetic, size,
@@ -179,10 +179,10 @@ def genfl_data(fed: FederatedData, generator: Generator, *, per_class: int, shar
   Raises ValueError before any generation on bad arguments or an incompatible generator.
   """
   if generator_on not in GENERATOR_LOCATIONS:
-    raise ValueError(f"Unknown genfl_generator_on {generator_on!r}; valid: "
+    raise ValueError(f"Unknown genfl.generator_on {generator_on!r}; valid: "
                      f"{', '.join(GENERATOR_LOCATIONS)}.")
   if per_class < 1:
-    raise ValueError(f"genfl_synthetic_per_class must be >= 1, got {per_class}.")
+    raise ValueError(f"genfl.synthetic_per_class must be >= 1, got {per_class}.")
   num_clients = len(fed.train.count)
   shares = share_indices(per_class * fed.num_classes, num_clients, share, seed)
   check_compatible(generator, fed.train.x.shape[2:], fed.num_classes)

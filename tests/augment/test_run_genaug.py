@@ -15,8 +15,8 @@ from fedjax_gen.diffusion.generator import cached_generation_s
 
 TINY = ["dataset=digits", "model=mlp", "num_clients=4", "clients_per_round=4", "rounds=2",
         "local_epochs=1", "batch_size=32", "eval_every=1", "checkpoint_every=0",
-        "progress=false", "alpha=1.0", "generator_sample_steps=2",
-        "generator_batch_size=64"]
+        "progress=false", "alpha=1.0", "genaug.sample_steps=2",
+        "genaug.batch_size=64"]
 
 
 def save_ddpm(folder, num_classes):
@@ -47,8 +47,8 @@ def summary(workdir):
 
 def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir):
   workdir = tmp_path / "fedsd"
-  assert run(workdir, "algorithm=gen_fedsd", f"generator_dir={ddpm_dir}", "fill_rule=budget",
-             "fill_budget=16") == 0
+  assert run(workdir, "algorithm=gen_fedsd", f"genaug.generator_dir={ddpm_dir}", "genaug.fill_rule=budget",
+             "genaug.fill_budget=16") == 0
   s = summary(workdir)
   assert s["algorithm"] == "gen_fedsd" and s["synthetic_examples"] == 64
   assert s["synthetic_examples_per_client"] == [16, 16, 16, 16]
@@ -60,9 +60,9 @@ def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir):
 
 def test_genfl_and_aigc_only_end_to_end(tmp_path, ddpm_dir, capsys):
   cache = tmp_path / "cache"
-  common = [f"generator_dir={ddpm_dir}", "genfl_synthetic_per_class=4", "genfl_share=0.5",
-            "genfl_server_steps=3", f"generated_cache_dir={cache}"]
-  assert run(tmp_path / "genfl", "algorithm=genfl", "genfl_generator_on=clients",
+  common = [f"genaug.generator_dir={ddpm_dir}", "genfl.synthetic_per_class=4", "genfl.share=0.5",
+            "genfl.server_steps=3", f"genaug.cache_dir={cache}"]
+  assert run(tmp_path / "genfl", "algorithm=genfl", "genfl.generator_on=clients",
              *common) == 0
   s = summary(tmp_path / "genfl")
   assert s["synthetic_examples_per_client"] == [20, 20, 20, 20]  # half of 10 x 4
@@ -84,20 +84,20 @@ def test_genfl_and_aigc_only_end_to_end(tmp_path, ddpm_dir, capsys):
 
 @pytest.mark.parametrize("overrides, message", [
     (["algorithm=genfl"], "needs a trained generator: train one with `fedjax-gen run "
-     "ddpm_fmnist --workdir W` and pass generator_dir=W/generator"),
-    (["algorithm=genfl", "generator_dir=/nonexistent/gen"], "holds no trained DDPM"),
-    (["fill_budget=-1"], "fill_budget must be >= 0"),
-    (["algorithm=gen_fedsd", "fill_rule=budget"], "fill_budget=0 generates nothing"),
-    (["fill_rule=mode"], "Unknown fill_rule 'mode'; valid rules: max, budget, global"),
-    (["genfl_share=1.5"], r"genfl_share must be in \[0, 1\]"),
-    (["genfl_share=-0.5"], r"genfl_share must be in \[0, 1\]"),
-    (["genfl_lam_policy=linear"], "Unknown genfl_lam_policy 'linear'; valid policies: "
+     "ddpm_fmnist --workdir W` and pass genaug.generator_dir=W/generator"),
+    (["algorithm=genfl", "genaug.generator_dir=/nonexistent/gen"], "holds no trained DDPM"),
+    (["genaug.fill_budget=-1"], "genaug.fill_budget must be >= 0"),
+    (["algorithm=gen_fedsd", "genaug.fill_rule=budget"], "genaug.fill_budget=0 generates nothing"),
+    (["genaug.fill_rule=mode"], "Unknown genaug.fill_rule 'mode'; valid rules: max, budget, global"),
+    (["genfl.share=1.5"], r"genfl.share must be in \[0, 1\]"),
+    (["genfl.share=-0.5"], r"genfl.share must be in \[0, 1\]"),
+    (["genfl.lam_policy=linear"], "Unknown genfl.lam_policy 'linear'; valid policies: "
      "constant, exp, cos, adaptive"),
-    (["genfl_generator_on=cloud"], "Unknown genfl_generator_on 'cloud'"),
-    (["genfl_skew_weight=1"], r"genfl_skew_weight must be in \[0, 1\)"),
-    (["genaug_base_algorithm=genfl"], "Unknown genaug_base_algorithm 'genfl'"),
-    (["generator=gan"], "Unknown generator 'gan'; valid names: ddpm, sd"),
-    (["algorithm=aigc_only", "genfl_server_steps=0"], "genfl_server_steps must be >= 1"),
+    (["genfl.generator_on=cloud"], "Unknown genfl.generator_on 'cloud'"),
+    (["genfl.skew_weight=1"], r"genfl.skew_weight must be in \[0, 1\)"),
+    (["genaug.base_algorithm=genfl"], "Unknown genaug.base_algorithm 'genfl'"),
+    (["genaug.generator=gan"], "Unknown genaug.generator 'gan'; valid names: ddpm, sd"),
+    (["algorithm=aigc_only", "genfl.server_steps=0"], "genfl.server_steps must be >= 1"),
 ])
 def test_config_errors(overrides, message):
   config = config_lib.apply_overrides(config_lib.load_config("quickstart"), overrides)
@@ -107,12 +107,12 @@ def test_config_errors(overrides, message):
 
 def test_cli_reports_errors_before_generating(tmp_path, capsys):
   workdir = tmp_path / "w"
-  assert run(workdir, "algorithm=genfl", "genfl_share=2") == 2
-  assert "genfl_share must be in [0, 1]" in capsys.readouterr().err
+  assert run(workdir, "algorithm=genfl", "genfl.share=2") == 2
+  assert "genfl.share must be in [0, 1]" in capsys.readouterr().err
   assert not workdir.exists()  # checked before the work folder, data or generator
   # A generator for 3 classes on a 10-class dataset: refused before generating.
   three = save_ddpm(tmp_path / "ddpm3", 3)
-  assert run(workdir, "algorithm=gen_fedsd", f"generator_dir={three}") == 2
+  assert run(workdir, "algorithm=gen_fedsd", f"genaug.generator_dir={three}") == 2
   assert "knows 3 classes but the dataset has 10" in capsys.readouterr().err
   assert not (workdir / "generated").exists()
 
@@ -122,26 +122,30 @@ def test_genaug_configs_validate():
     config = config_lib.load_config(name)
     config_lib.validate(config)  # algorithm=fedavg by default: no generator needed
   fmnist = config_lib.load_config("genaug_fmnist")
-  assert fmnist.generator_dir == "experiments/runs/ddpm_fmnist/federated/generator"
+  assert fmnist.genaug.generator_dir == "experiments/runs/ddpm_fmnist/federated/generator"
   assert (fmnist.num_clients, fmnist.local_epochs, fmnist.batch_size, fmnist.model) == \
       (10, 10, 64, "simple_cnn")
   cifar = config_lib.load_config("genaug_cifar10")
-  assert (cifar.generator, cifar.model, cifar.sd_revision) == ("sd", "resnet18", "flax")
+  assert (cifar.genaug.generator, cifar.model, cifar.genaug.sd_revision) == \
+      ("sd", "resnet18", "flax")
 
 
 def test_work_folders_of_runs_before_these_keys_still_resume(tmp_path):
-  """A config.json written before the generative keys existed matches a config that
-  leaves them at their defaults (so runs in progress can resume), and only then."""
-  from fedjax_gen.run import prepare_workdir
+  """A config.json of an earlier version (flat keys, written before the generative keys
+  existed) matches a config that leaves them at their defaults (so runs in progress can
+  resume), and only then."""
+  from fedjax_gen.trainer.options import RENAMED, flatten
+  from fedjax_gen.trainer.train import prepare_workdir
   config = config_lib.load_config("quickstart")
-  saved = {k: v for k, v in json.loads(config.to_json()).items()
-           if not k.startswith(("generator", "genfl_", "fill_", "sd_", "genaug_",
-                                "generated_"))}
+  old_name = {new: old for old, new in RENAMED.items()}
+  saved = {old_name.get(k, k): v for k, v in flatten(json.loads(config.to_json())).items()
+           if not k.startswith(("genaug.", "genfl."))}
+  assert "test_fraction" in saved and "data.test_fraction" not in saved  # the flat form
   with open(tmp_path / "config.json", "w") as f:
     json.dump(saved, f)
   prepare_workdir(config, str(tmp_path))
   with open(tmp_path / "config.json", "w") as f:
     json.dump(saved, f)
-  changed = config_lib.apply_overrides(config, ["genfl_share=0.7"])
-  with pytest.raises(ValueError, match="genfl_share: None -> 0.7"):
+  changed = config_lib.apply_overrides(config, ["genfl.share=0.7"])
+  with pytest.raises(ValueError, match="genfl.share: None -> 0.7"):
     prepare_workdir(changed, str(tmp_path))

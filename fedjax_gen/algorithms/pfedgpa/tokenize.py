@@ -66,9 +66,9 @@ def make_layout(params, *, layers: Sequence[str] = (), token_size: int = 256,
       multiple of token_size.
   """
   if pad not in PAD_RULES:
-    raise ValueError(f"Unknown pfedgpa_token_pad {pad!r}; valid rules: {', '.join(PAD_RULES)}.")
+    raise ValueError(f"Unknown pfedgpa.token_pad {pad!r}; valid rules: {', '.join(PAD_RULES)}.")
   if int(token_size) < 1:
-    raise ValueError(f"pfedgpa_token_size must be >= 1, got {token_size}.")
+    raise ValueError(f"pfedgpa.token_size must be >= 1, got {token_size}.")
   token_size = int(token_size)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   paths = tuple("/".join(_names(p)) for p, _ in leaves)
@@ -76,18 +76,18 @@ def make_layout(params, *, layers: Sequence[str] = (), token_size: int = 256,
   layers = [name for name in layers if name]
   missing = [name for name in layers if name not in tops]
   if missing:
-    raise ValueError(f"pfedgpa_layers names {missing}, which the model lacks; its top-level "
-                     f"layers are {tops} (leave pfedgpa_layers empty to diffuse them all).")
+    raise ValueError(f"pfedgpa.layers names {missing}, which the model lacks; its top-level "
+                     f"layers are {tops} (leave pfedgpa.layers empty to diffuse them all).")
   selected = tuple(not layers or _names(p)[0] in layers for p, _ in leaves)
   shapes = tuple(tuple(int(d) for d in np.shape(x)) for _, x in leaves)
   sizes = [int(np.prod(s)) for s, on in zip(shapes, selected) if on]
   dim = int(sum(sizes))
   if dim == 0:
-    raise ValueError("pfedgpa_layers selects no parameters.")
+    raise ValueError("pfedgpa.layers selects no parameters.")
   if pad == "none" and dim % token_size:
-    raise ValueError(f"pfedgpa_token_size={token_size} does not divide the {dim} selected "
-                     f"parameters and pfedgpa_token_pad=none forbids padding; pick a "
-                     f"divisor of {dim} or pfedgpa_token_pad=end (zero tail) or layer.")
+    raise ValueError(f"pfedgpa.token_size={token_size} does not divide the {dim} selected "
+                     f"parameters and pfedgpa.token_pad=none forbids padding; pick a "
+                     f"divisor of {dim} or pfedgpa.token_pad=end (zero tail) or layer.")
   # Slots: a list of flat indices in token order, -1 for padding.
   if pad == "layer":
     parts, start = [], 0
@@ -151,7 +151,7 @@ def fit_stats(layout: TokenLayout, flats: jax.Array, valid: jax.Array, *, norm: 
               min_std: float = 1e-6) -> Stats:
   """Normalisation stats from the rows `flats [K, D]` where `valid [K]` (module docstring)."""
   if norm not in NORMS:
-    raise ValueError(f"Unknown pfedgpa_norm {norm!r}; valid: {', '.join(NORMS)}.")
+    raise ValueError(f"Unknown pfedgpa.norm {norm!r}; valid: {', '.join(NORMS)}.")
   w = valid.astype(jnp.float32)
   n = jnp.maximum(w.sum(), 1.0)
   mean_el = jnp.tensordot(w, flats, axes=1) / n              # [D]

@@ -7,7 +7,7 @@ Workload: random Fashion-MNIST-shaped clients (28x28x1, 10 classes; 32x32x3 for 
 every client 320 examples and exactly 10 local SGD steps (lr 0.01) of batch 32, all clients
 of the round train, example-weighted mean (FedAvg, server SGD(1)).
 
-    from fedjax_gen import benchmark
+    import baselines  # experiments/benchmarks/ on sys.path
     records = benchmark.compare("mlp", clients=10, runners=("fedjax_gen_auto", "jax_loop",
                                                               "torch_loop"))
     # [{"runner": ..., "status": "ok", "round_s": ..., "compile_s": ..., ...}, ...]
@@ -39,19 +39,27 @@ def input_shape(model_name: str) -> tuple[int, int, int]:
   return (32, 32, 3) if model_name == "resnet18" else (28, 28, 1)
 
 
-def default_conv_impl(model_name: str) -> str:
-  """The model's default convolution (config `conv_impl="auto"`, see `models/conv.py`):
-  im2col on CPU for narrow convolutions, else native; "none" for the MLP."""
+def auto_choice(model_name: str, clients: int):
+  """What `fedjax-gen run` chooses for the model (`run.conv_impl=auto`, automatic plan):
+  `fedjax_gen.trainer.plan.choose`."""
   from fedjax_gen import models
-  model = models.get_model(model_name, num_classes=CLASSES, input_shape=input_shape(model_name),
-                           conv_impl="auto")
-  return getattr(model, "conv_impl", "none")
+  from fedjax_gen.trainer import plan
+  shape = input_shape(model_name)
+  return plan.choose(lambda impl: models.get_model(model_name, num_classes=CLASSES,
+                                                   input_shape=shape, conv_impl=impl),
+                     shape, clients_per_round=clients)
+
+
+def default_conv_impl(model_name: str) -> str:
+  """The model's default convolution: im2col on CPU for narrow convolutions, else native;
+  "none" for the MLP."""
+  return auto_choice(model_name, 1).conv_impl
 
 
 def scanned_conv_impl(model_name: str) -> str:
   """The convolution for runners whose local steps run in a loop (`scan`/`fori_loop`):
-  im2col on CPU, where the native one is ~10x slower there (see `models/conv.py`)."""
-  from fedjax_gen.models import resolve_conv_impl
+  im2col on CPU, where the native one is several times slower there."""
+  from fedjax_gen.trainer.plan import resolve_conv_impl
   return "none" if model_name == "mlp" else resolve_conv_impl("auto", scanned=True)
 
 
@@ -98,18 +106,18 @@ def fedjax_gen_runner(model_name, x, y, chunk):
   import optax
   from fedjax_gen.algorithms import fedavg
   from fedjax_gen.data import ClientArrays
-  from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation,
-                                 masked_cross_entropy, uses_conv)
+  from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy
   clients = len(x)
-  conv_impl = default_conv_impl(model_name) if chunk is None else scanned_conv_impl(model_name)
-  apply_fn, params = flax_model(model_name, conv_impl)
-  plan = None
-  if chunk is not None:
+  if chunk is None:
+    auto = auto_choice(model_name, clients)
+    conv_impl, plan = auto.conv_impl, auto.plan
+  else:
+    conv_impl = scanned_conv_impl(model_name)
     plan = ExecutionPlan(clients if chunk == "all" else int(chunk), 0)
+  apply_fn, params = flax_model(model_name, "xla" if conv_impl == "none" else conv_impl)
   alg = fedavg(masked_cross_entropy(apply_fn), optax.sgd(LR))
   sim = Simulation(alg, ClientArrays(x, y, np.full(clients, EXAMPLES, np.int32)),
-                   LocalSchedule(BATCH, 1, STEPS), clients_per_round=clients, plan=plan,
-                   has_conv=uses_conv(apply_fn, params, input_shape(model_name)))
+                   LocalSchedule(BATCH, 1, STEPS), clients_per_round=clients, plan=plan)
   state = list(sim.init(params))
   keys = iter(jax.random.split(jax.random.key(1), 10_000))
 
