@@ -5,7 +5,7 @@ Each run is `fedjax-gen run ddpm_fmnist ...` (resumed from its checkpoints if pr
 
     python experiments/ddpm_bench.py                  # both runs, then the table
     python experiments/ddpm_bench.py --report-only    # table from the runs' summary.json
-    python experiments/ddpm_bench.py --runs federated --set guidance_scale=3
+    python experiments/ddpm_bench.py --runs federated --set ddpm.guidance_scale=3
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ BEGIN, END = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
 # name -> overrides of the built-in `ddpm_fmnist` config
 RUNS = {
     "federated": [],
-    "central": ["central=true", "rounds=70", "local_steps=100"],
+    "central": ["ddpm.central=true", "rounds=70", "local_steps=100"],
 }
 
 
@@ -43,7 +43,7 @@ def collect(name: str, workdir: str) -> dict:
                if k in default and k not in ("num_clients", "clients_per_round", "partition")
                and default[k] != v]
   if config["central"]:
-    overrides = ["central=true"] + [o for o in overrides if not o.startswith("central=")]
+    overrides = ["ddpm.central=true"] + [o for o in overrides if not o.startswith("ddpm.central=")]
   summary["command"] = "fedjax-gen run ddpm_fmnist " + " ".join(overrides) + " --workdir W"
   summary["config"] = config
   return summary

@@ -6,7 +6,7 @@ kind of clients, so no image leaves a client), which must exist first:
 
     fedjax-gen run ddpm_fmnist --workdir experiments/runs/ddpm_fmnist/federated
     python experiments/genaug_bench.py --seeds 0 1 2              # the paper's 50 rounds
-    python experiments/genaug_bench.py --rounds 5 --splits c2 --set fill_rule=budget fill_budget=500
+    python experiments/genaug_bench.py --rounds 5 --splits c2 --set genaug.fill_rule=budget genaug.fill_budget=500
 
 Every cell runs the same `train_and_evaluate` as `fedjax-gen run genaug_fmnist` (see
 `experiments/tables.py` for seeds, resuming, extending and --report-only). The table shows

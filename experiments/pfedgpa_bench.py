@@ -112,7 +112,7 @@ def write_report(results):
            "0.01 momentum 0.5, conv16-conv32-fc128); 4 clients (20%) held out as new clients, "
            "the other 16 all participating. Personalized accuracy: each training client's "
            "model on its local test split, mean over clients; new-client accuracy: the held-"
-           "out clients after each algorithm's newcomer recipe (`newcomer_steps=20` local "
+           "out clients after each algorithm's newcomer recipe (`personalized.newcomer_steps=20` local "
            "steps; pFedGPA: 2 initialisation rounds with guided denoising). Cells: mean ± std "
            "over seeds; the setup column says how many seeds and rounds were run (a CPU run "
            "is REDUCED: few rounds; the paper-length runs are for a GPU). pFedGPA's paper "

@@ -80,11 +80,8 @@ def _mean_text(values, scale=100.0) -> str:
   return f"{mean:.1f} ± {std:.1f}"
 
 
-def _cell_text(table: Table, cell: dict | None, published) -> str:
-  pub = "—" if published is None else f"{published}"
-  runs = [c for c in seed_cells(cell) if c["summary"].get(table.metric) is not None]
-  if not runs:
-    return f"{pub} / not run"
+def _cell_text(table: Table, runs: list) -> str:
+  """The measured cell: mean (± std over seeds) [rounds, seeds, extra metrics, target]."""
   rounds = sorted({c["summary"]["rounds"] for c in runs})
   notes = [f"{'/'.join(map(str, rounds))} r"]
   if len(runs) > 1:
@@ -98,24 +95,54 @@ def _cell_text(table: Table, cell: dict | None, published) -> str:
     notes.append(f"{100 * table.target:.0f}% at r " + "/".join("—" if h is None else str(h)
                                                               for h in hits))
   metric = _mean_text([c["summary"][table.metric] for c in runs])
-  return f"{pub} / **{metric}** [{', '.join(notes)}]"
+  return f"**{metric}** [{', '.join(notes)}]"
+
+
+def protocol_rounds(table: Table) -> int:
+  """The rounds of the published protocol: the built-in config's `rounds`."""
+  from fedjax_gen import config as config_lib
+  return config_lib.load_config(table.name).rounds
 
 
 def write_report(table: Table, results: dict) -> None:
+  """Three tables: the published figures; ours where a cell ran the whole protocol (the
+  only ones to compare with them); ours from partial runs (fewer rounds), apart."""
   import jax
   from fedjax_gen.outputs import write_marked_section
   begin, end = f"<!-- {table.name}:begin -->", f"<!-- {table.name}:end -->"
-  lines = [begin, f"## {table.title}", "", table.setup, "",
-           "Each cell: published / **measured** (mean ± std over seeds where several) [rounds "
-           "run" + "".join(f", {k}" for k in table.extra_metrics)
-           + (f", first round at {100 * table.target:.0f}% per seed ('—': not reached)"
-              if table.target is not None else "") + "].", "",
-           "| split | " + " | ".join(table.algorithms) + " |",
-           "|---" * (len(table.algorithms) + 1) + "|"]
+  full_rounds = protocol_rounds(table)
+  header = ["| split | " + " | ".join(table.algorithms) + " |",
+            "|---" * (len(table.algorithms) + 1) + "|"]
+  published, full, partial = list(header), list(header), list(header)
+  any_full = any_partial = False
   for split, (label, _) in table.splits.items():
-    cells = [_cell_text(table, results.get(split, {}).get(a), table.published[split].get(a))
-             for a in table.algorithms]
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    row_pub, row_full, row_partial = [], [], []
+    for a in table.algorithms:
+      pub = table.published[split].get(a)
+      row_pub.append("—" if pub is None else f"{pub}")
+      runs = [c for c in seed_cells(results.get(split, {}).get(a))
+              if c["summary"].get(table.metric) is not None]
+      done = [c for c in runs if c["summary"]["rounds"] >= full_rounds]
+      short = [c for c in runs if c["summary"]["rounds"] < full_rounds]
+      row_full.append(_cell_text(table, done) if done else "—")
+      row_partial.append(_cell_text(table, short) if short else "—")
+      any_full |= bool(done)
+      any_partial |= bool(short)
+    published.append(f"| {label} | " + " | ".join(row_pub) + " |")
+    full.append(f"| {label} | " + " | ".join(row_full) + " |")
+    partial.append(f"| {label} | " + " | ".join(row_partial) + " |")
+  extras = "".join(f", {k}" for k in table.extra_metrics) + (
+      f", first round at {100 * table.target:.0f}% per seed ('—': not reached)"
+      if table.target is not None else "")
+  lines = [begin, f"## {table.title}", "", table.setup, "",
+           f"**Published** (after {full_rounds} rounds):", "", *published, "",
+           f"**fedjax-gen, the whole protocol** ({full_rounds} rounds; mean ± std over seeds "
+           f"where several) [rounds run{extras}]:", "",
+           *(full if any_full else ["Not run yet: no cell has reached "
+                                    f"{full_rounds} rounds on this CPU."])]
+  if any_partial:
+    lines += ["", f"**fedjax-gen, partial runs** (fewer than {full_rounds} rounds: not "
+              f"comparable with the published figures) [rounds run{extras}]:", "", *partial]
   costs = [f"{label} {alg}: " + ", ".join(
                f"{k} {_mean_text([c['summary'][k] for c in seed_cells(cell)], 1.0)}"
                for k in table.cost_keys if seed_cells(cell) and

@@ -165,7 +165,7 @@ print(format_label_counts(fed.label_counts))  # the last one as a table
 
 The same experiment (`quickstart` on a Dirichlet(0.1) split) with four algorithms:
 FedProx adds a proximal term to the local loss, SCAFFOLD corrects client drift with
-control variates, FedPer keeps the `head` layer local (`personal_layers=head`).
+control variates, FedPer keeps the `head` layer local (`personalized.personal_layers=head`).
 """),
     code("""
 ROUNDS = 5 if SMALL else 40
@@ -200,7 +200,7 @@ fits a skewed client at once, while averaging gets there slowly on a task as eas
 digits. (In small mode the runs are too short for
 the ranking to mean much.) The personalized algorithms are listed in
 `fedjax_gen/algorithms/registry.py` (`ditto`, `fedrep`, `fedbabu`, `apfl`, `pfedme`,
-`perfedavg`, ...); `holdout_clients=0.2` also reports how well clients that never trained adapt.
+`perfedavg`, ...); `personalized.holdout_clients=0.2` also reports how well clients that never trained adapt.
 """),
     code("""
 outputs.write_json(os.path.join(WORKDIR, "notebook.json"), {
@@ -221,7 +221,7 @@ set, shares part of it, and mixes a model trained on it into aggregation), again
 Digits (8x8) keeps it small: the full budget took 14 minutes on a busy 2-core CPU (7 of
 them training the DDPM, 6 sampling about 8,000 images; a GPU runtime is much faster), small
 mode about 1.5 minutes. `ddpm_fmnist` and `genaug_fmnist` are the Fashion-MNIST versions
-(`fedjax-gen run`), and Stable Diffusion is `generator=sd` (see the README).
+(`fedjax-gen run`), and Stable Diffusion is `genaug.generator=sd` (see the README).
 """) + [
     md("""
 ## Train the federated DDPM
@@ -232,17 +232,16 @@ on real data assigns to the class they were generated for) and a Frechet distanc
 classifier's feature space, and saves the generator in `WORKDIR/ddpm/generator`.
 """),
     code("""
-from fedjax_gen.trainer.ddpm import train_ddpm
 
 DDPM = (["rounds=2", "local_steps=2", "num_clients=3", "clients_per_round=2",
-         "unet_channels=8,8", "eval_samples_per_class=2", "sample_batch_size=20",
-         "sample_steps=2", "classifier_epochs=1"] if SMALL else
+         "ddpm.unet_channels=8,8", "ddpm.eval_samples_per_class=2", "ddpm.sample_batch_size=20",
+         "ddpm.sample_steps=2", "ddpm.classifier_epochs=1"] if SMALL else
         ["rounds=40", "local_steps=20", "num_clients=10", "clients_per_round=5",
-         "unet_channels=16,32", "eval_samples_per_class=50", "sample_steps=25"])
+         "ddpm.unet_channels=16,32", "ddpm.eval_samples_per_class=50", "ddpm.sample_steps=25"])
 ddpm_config = fg.apply_overrides(fg.load_config("ddpm_fmnist"),
-                                 ["dataset=digits", "progress=false", "guidance_scale=2",
-                                  "eval_guidance_scales=", *DDPM])
-ddpm = train_ddpm(ddpm_config, os.path.join(WORKDIR, "ddpm"))
+                                 ["dataset=digits", "progress=false", "ddpm.guidance_scale=2",
+                                  "ddpm.eval_guidance_scales=", *DDPM])
+ddpm = fg.train_ddpm(ddpm_config, os.path.join(WORKDIR, "ddpm"))
 print(f"CAS {ddpm['cas']:.2f} (real-data classifier: {ddpm['classifier_test_accuracy']:.2f}), "
       f"Frechet distance {ddpm['frechet_distance']:.1f} (real train vs test: "
       f"{ddpm['frechet_distance_real_train_vs_test']:.1f}), "
@@ -256,7 +255,7 @@ display(Image(filename=os.path.join(WORKDIR, "ddpm", "loss.png"), width=400))
 ## Gen-FedSD and GenFL against FedAvg
 
 All three on the same Dirichlet(0.1) split of digits with the same MLP and budget; the
-two generative methods take the DDPM above (`generator_dir`). Gen-FedSD's `fill_rule=max`
+two generative methods take the DDPM above (`genaug.generator_dir`). Gen-FedSD's `genaug.fill_rule=max`
 fills every client's classes up to its largest one. Generated images are cached in each
 run's folder. In small mode the DDPM has seen 8 training steps: its samples are noise, and
 the comparison only shows that the pipeline runs.
@@ -265,13 +264,13 @@ the comparison only shows that the pipeline runs.
 GEN = os.path.join(WORKDIR, "ddpm", "generator")
 base = fg.apply_overrides(fg.load_config("quickstart"), [
     "alpha=0.1", "num_clients=10", "clients_per_round=10", "progress=false",
-    f"generator_dir={GEN}", *(
-        ["rounds=3", "local_epochs=1", "eval_every=1", "generator_sample_steps=2",
-         "generator_batch_size=64",
-         "fill_rule=budget", "fill_budget=16", "genfl_synthetic_per_class=10",
-         "genfl_server_steps=3"] if SMALL else
-        ["rounds=30", "eval_every=3", "generator_sample_steps=25",
-         "genfl_synthetic_per_class=100", "genfl_server_steps=10"])])
+    f"genaug.generator_dir={GEN}", *(
+        ["rounds=3", "local_epochs=1", "eval_every=1", "genaug.sample_steps=2",
+         "genaug.batch_size=64",
+         "genaug.fill_rule=budget", "genaug.fill_budget=16", "genfl.synthetic_per_class=10",
+         "genfl.server_steps=3"] if SMALL else
+        ["rounds=30", "eval_every=3", "genaug.sample_steps=25",
+         "genfl.synthetic_per_class=100", "genfl.server_steps=10"])])
 summaries = {}
 for alg in ("fedavg", "gen_fedsd", "genfl"):
     summaries[alg] = fg.train_and_evaluate(fg.apply_overrides(base, [f"algorithm={alg}"]),
@@ -295,7 +294,7 @@ classes are recognised 71% of the time; real test images: 91%), and global accur
 for FedAvg, 0.956 for Gen-FedSD (about 6,000 images filled in) and 0.916 for GenFL. The
 Fashion-MNIST numbers (NIID-Bench setting, a DDPM trained for 50 rounds) are in
 `experiments/RESULTS.md`. GenFL's choices where the paper is silent (synthetic set size,
-share, the `genfl_lam_policy` schedule, skew-aware weights) are config keys; see
+share, the `genfl.lam_policy` schedule, skew-aware weights) are config keys; see
 `fedjax_gen/algorithms/genfl.py`.
 """),
     code("""
@@ -315,31 +314,31 @@ is that client's personalized model. New clients start from the global model and
 few local steps, each followed by guided denoising. This notebook runs it on digits
 (clients' labels skewed by Dirichlet(0.1), 20% of clients held out as newcomers) and asks
 what the diffusion adds, with the same algorithm and aggregation switched off:
-`pfedgpa_aggregation=mean` (plain averaging: FedAvg) and `identity` (no aggregation:
+`pfedgpa.aggregation=mean` (plain averaging: FedAvg) and `identity` (no aggregation:
 local training).
 """) + [
     md("""
 ## Three aggregations, one algorithm
 
 `personalized_accuracy` is each training client's model on its own local test split,
-`new_client_accuracy` the held-out clients' after `newcomer_steps` local steps.
+`new_client_accuracy` the held-out clients' after `personalized.newcomer_steps` local steps.
 In small mode the diffusion model sees only the `head` layer's parameters
-(`pfedgpa_layers=head`, 8 tokens instead of 216) and trains for 10 steps a round; the
+(`pfedgpa.layers=head`, 8 tokens instead of 216) and trains for 10 steps a round; the
 numbers then say little about the method.
 """),
     code("""
 RUNS = {"pfedgpa": "diffusion", "plain_average": "mean", "local_only": "identity"}
 base = fg.apply_overrides(fg.load_config("quickstart"), [
-    "algorithm=pfedgpa", "alpha=0.1", "holdout_clients=0.2", "progress=false", *(
+    "algorithm=pfedgpa", "alpha=0.1", "personalized.holdout_clients=0.2", "progress=false", *(
         ["num_clients=10", "clients_per_round=8", "rounds=3", "eval_every=1",
-         "newcomer_steps=10", "pfedgpa_layers=head", "pfedgpa_train_steps=10",
-         "pfedgpa_buffer=16", "pfedgpa_width=32", "pfedgpa_depth=1",
-         "pfedgpa_timesteps=20", "pfedgpa_s=5"] if SMALL else
+         "personalized.newcomer_steps=10", "pfedgpa.layers=head", "pfedgpa.train_steps=10",
+         "pfedgpa.buffer=16", "pfedgpa.width=32", "pfedgpa.depth=1",
+         "pfedgpa.timesteps=20", "pfedgpa.s=5"] if SMALL else
         ["num_clients=20", "clients_per_round=16", "rounds=40", "eval_every=5",
-         "newcomer_steps=20", "pfedgpa_buffer=32"])])
+         "personalized.newcomer_steps=20", "pfedgpa.buffer=32"])])
 summaries = {}
 for run, aggregation in RUNS.items():
-    config = fg.apply_overrides(base, [f"pfedgpa_aggregation={aggregation}"])
+    config = fg.apply_overrides(base, [f"pfedgpa.aggregation={aggregation}"])
     summaries[run] = fg.train_and_evaluate(config, os.path.join(WORKDIR, run))
 print(f"{'run':>14} {'personalized':>12} {'worst 10%':>9} {'new clients':>11} "
       f"{'global':>7} {'server s/round':>14} {'client s/round':>14}")
@@ -372,7 +371,7 @@ baseline on digits. The server's denoiser training and inversion/denoising
 (`server_s_per_round`) is timed apart from the clients' work (`client_s_per_round`): it is
 the price of the method. The Fashion-MNIST comparison with FedAvg+FT, FedPer, FedRep,
 Ditto and pFedMe over seeds is `python experiments/pfedgpa_bench.py` (config
-`pfedgpa_fmnist`); every `pfedgpa_*` key is listed in `fedjax_gen/config.py`.
+`pfedgpa_fmnist`); `fedjax-gen config pfedgpa_fmnist` lists every `pfedgpa.*` key.
 """),
     code("""
 outputs.write_json(os.path.join(WORKDIR, "notebook.json"), {
@@ -391,7 +390,15 @@ PFLlib-style PyTorch loop, all on the same architectures, in this process. The t
 runner is skipped if PyTorch is not installed (Colab has it).
 """) + [
     code("""
-from fedjax_gen import benchmark
+# The runners live in the repository's experiments/benchmarks/baselines.py (benchmarks are
+# not part of the package): from a source checkout, or cloned here (Colab).
+import subprocess, sys
+BENCH = os.path.join(os.path.dirname(os.path.dirname(fg.__file__)), "experiments", "benchmarks")
+if not os.path.exists(os.path.join(BENCH, "baselines.py")):
+    subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, "fedjax-gen-src"], check=True)
+    BENCH = os.path.join("fedjax-gen-src", "experiments", "benchmarks")
+sys.path.insert(0, BENCH)
+import baselines as benchmark
 
 RUNNERS = ["fedjax_gen_auto", "jax_loop", "torch_loop"]
 CASES = [("mlp", 10)] if SMALL else [("mlp", 10), ("mlp", 100), ("simple_cnn", 10),

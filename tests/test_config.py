@@ -70,3 +70,40 @@ def test_cli_list_and_error_exit(capsys, tmp_path):
 def test_cli_accepts_overrides_after_workdir(tmp_path, capsys):
   assert main(["run", "quickstart", "--workdir", str(tmp_path), "rounds=0"]) == 2
   assert "rounds must be > 0" in capsys.readouterr().err
+
+
+def test_nested_overrides_and_old_flat_names():
+  c = cfg("genfl.lam_policy=exp", "data.test_fraction=0.5", "run.chunk_size=2")
+  assert (c.genfl.lam_policy, c.data.test_fraction, c.run.chunk_size) == ("exp", 0.5, 2)
+  with pytest.raises(ValueError, match="'genfl_lam_policy' is now 'genfl.lam_policy'"):
+    cfg("genfl_lam_policy=exp")
+  with pytest.raises(ValueError, match="the genfl family has: genfl.synthetic_per_class"):
+    cfg("genfl.lam=1")
+  with pytest.raises(ValueError, match="Unknown config key 'genfl'"):
+    cfg("genfl=1")  # a family is not a value
+
+
+def test_every_key_is_declared_once_with_a_meaning():
+  from fedjax_gen.trainer.options import all_options, base_config, flatten
+  declared = all_options()
+  assert set(flatten(base_config())) == set(declared)
+  assert all(o.help and o.role in ("train", "eval", "free", "sample")
+             for o in declared.values())
+
+
+def test_cli_config_prints_the_nested_config_with_meanings(capsys):
+  assert main(["config", "quickstart", "genfl.share=0.3"]) == 0
+  out = capsys.readouterr().out
+  assert "lr = 0.05  # local learning rate" in out
+  assert "genfl.share = 0.3  # share of the synthetic set each client receives" in out
+  assert "personalized.newcomer_steps = 10  # " in out and "[eval]" in out
+  assert main(["config", "quickstart", "genfl.share=2"]) == 2
+  assert "genfl.share must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_old_flat_work_folder_config_reads_back_nested():
+  from fedjax_gen.trainer.options import from_saved
+  c = from_saved({"lr": 0.2, "data_dir": "/d", "genfl_lam0": 0.7, "pfedgpa_s": 5,
+                  "conv_impl": "xla", "sample_steps": 9})
+  assert (c.lr, c.data.dir, c.genfl.lam0, c.pfedgpa.s, c.run.conv_impl, c.ddpm.sample_steps) \
+      == (0.2, "/d", 0.7, 5, "xla", 9)

@@ -9,7 +9,7 @@ scanned steps, all clients vmapped or one client per chunk; host: clients one at
 blocks of up to 10 unrolled steps), all in one process, and prints examples/s (examples processed
 by local steps, padded ones included; the median of `--repeats` rounds, timed interleaved
 across the combinations of a model). The engine's automatic choice (`auto_plan`,
-`conv_impl="auto"`) is set from this.
+`run.conv_impl="auto"`) is set from this.
 
     python experiments/benchmarks/conv_cpu.py --models simple_cnn cnn4
     # round_bench's workload: 10 clients x 10 local steps of batch 32
@@ -104,7 +104,7 @@ def main():
     ratio = (f"im2col+fused1 / xla+host = "
              f"{results[f'{name}/im2col/fused1'] / results[f'{name}/xla/host']:.2f}x; "
              if {"im2col/fused1", "xla/host"} <= {f"{c}/{p}" for c, p in combos} else "")
-    print(f"{name}: fastest {best}; {ratio}conv_impl='auto' picks {auto}")
+    print(f"{name}: fastest {best}; {ratio}run.conv_impl='auto' picks {auto}")
   print(json.dumps(results))
 
 

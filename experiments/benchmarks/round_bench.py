@@ -6,7 +6,7 @@ of batch 32; all clients of the round take part; the server takes the example-we
 mean (FedAvg, server SGD(1)). Runners, all on the same architectures:
 
 * `fedjax_gen_auto`: `Simulation` with `auto_plan` and the model's default convolution
-  (`conv_impl="auto"`: on CPU im2col for narrow convolutions, native for wide ones, see
+  (`run.conv_impl="auto"`: on CPU im2col for narrow convolutions, native for wide ones, see
   `fedjax_gen/models/conv.py`; native elsewhere), as `fedjax-gen run` builds it;
 * `fedjax_gen_chunk<k>`: the fused one-jit round with k clients per vmapped chunk
   (`chunkall`: every client of the round in one vmap); skipped where it is auto's plan;
