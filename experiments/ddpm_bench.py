@@ -1,11 +1,15 @@
 """The class-conditional DDPM on Fashion-MNIST, federated vs central: CAS, Frechet distance,
-training time and sampling speed, written into `experiments/RESULTS.md` with sample grids.
+training time and sampling speed, written into `RESULTS.md` with sample grids.
 
-Each run is `fedjax-gen run ddpm_fmnist ...` (resumed from its checkpoints if present):
+Each run is `fedjax-gen run ddpm_fmnist ...` (resumed from its checkpoints in `--root` if
+present). The table, `results/ddpm_fmnist.json` and the grids go into `--out` (default
+`./fedjax-gen-out/ddpm_bench`, each path printed); `--update-reports` writes the committed
+`experiments/RESULTS.md` and `experiments/results/` instead:
 
     python experiments/ddpm_bench.py                  # both runs, then the table
     python experiments/ddpm_bench.py --report-only    # table from the runs' summary.json
     python experiments/ddpm_bench.py --runs federated --set ddpm.guidance_scale=3
+    python experiments/ddpm_bench.py --report-only --update-reports
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(os.path.dirname(HERE))  # fedjax_gen_bench of this checkout, if not installed
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
+
+SCRIPT = "ddpm_bench"  # its output folder, ./fedjax-gen-out/ddpm_bench
+JSON = "results/ddpm_fmnist.json"
 NAME = "ddpm_fmnist"  # its section of RESULTS.md
 BEGIN, END = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
 # name -> overrides of the built-in `ddpm_fmnist` config
@@ -49,8 +58,7 @@ def collect(name: str, workdir: str) -> dict:
   return summary
 
 
-def write_report(results: dict) -> None:
-  from fedjax_gen.outputs import write_marked_section
+def write_report(results: dict, reports: reports_lib.Reports) -> None:
   lines = [BEGIN, "## Class-conditional DDPM on Fashion-MNIST (issue 5)", "",
            "A UNet noise predictor (`fedjax_gen/models/unet.py`) trained with the DDPM loss. "
            "**Federated**: FedAvg over the UNet's parameters through the fedjax-gen engine, "
@@ -79,7 +87,8 @@ def write_report(results: dict) -> None:
             "other jobs used the other (wall times and sampling rates include waiting for "
             "them). Train wall time sums every session the run was resumed in, each with the "
             "code of its day (the runs began before the UNet's convolutions went native, "
-            "~2x slower per step). Re-run: `python experiments/ddpm_bench.py`.", ""]
+            "~2x slower per step). Re-run: `python experiments/ddpm_bench.py "
+            "--update-reports`.", ""]
   sweeps = {name: s["guidance_sweep"] for name, s in results.items() if s.get("guidance_sweep")}
   if sweeps:
     scales = sorted({row["guidance_scale"] for sweep in sweeps.values() for row in sweep})
@@ -102,8 +111,7 @@ def write_report(results: dict) -> None:
                 + ("met." if r["cas"] >= 0.8 else "not met.") + f" ({name}: {r['cas']:.3f})", ""]
   lines += [f"![{name} samples](results/ddpm_fmnist_{name}_samples.png)" for name in results]
   lines.append(END)
-  write_marked_section(os.path.join(HERE, "RESULTS.md"), NAME, "\n".join(lines),
-                       heading="# Results")
+  reports.write_section("RESULTS.md", NAME, "\n".join(lines), heading="# Results")
 
 
 def main(argv=None) -> int:
@@ -113,9 +121,11 @@ def main(argv=None) -> int:
   p.add_argument("--root", default=os.path.join(HERE, "runs", "ddpm_fmnist"))
   p.add_argument("--report-only", action="store_true")
   p.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="KEY=VALUE")
+  reports_lib.add_arguments(p, SCRIPT)
   args = p.parse_args(argv)
-  json_path = os.path.join(HERE, "results", "ddpm_fmnist.json")
-  results = json.load(open(json_path)) if os.path.exists(json_path) else {}
+  reports = reports_lib.Reports.from_args(args, SCRIPT)
+  previous = reports.existing(JSON)  # the output folder's, else the committed results
+  results = json.load(open(previous)) if previous else {}
   for name in args.runs:
     if not args.report_only:
       run(name, args.root, args.overrides)
@@ -124,11 +134,10 @@ def main(argv=None) -> int:
     for plot in ("samples", "guidance"):
       src = os.path.join(args.root, name, f"{plot}.png")
       if os.path.exists(src):
-        shutil.copyfile(src, os.path.join(HERE, "results", f"ddpm_fmnist_{name}_{plot}.png"))
-    with open(json_path, "w") as f:
-      json.dump(results, f, indent=1)
+        reports.copy(src, f"results/ddpm_fmnist_{name}_{plot}.png")
+    reports.write_text(JSON, json.dumps(results, indent=1))
   if results:
-    write_report({k: results[k] for k in RUNS if k in results})
+    write_report({k: results[k] for k in RUNS if k in results}, reports)
   return 0
 
 

@@ -9,9 +9,10 @@ kind of clients, so no image leaves a client), which must exist first:
     python experiments/genaug_bench.py --rounds 5 --splits c2 --set genaug.fill_rule=budget genaug.fill_budget=500
 
 Every cell runs the same `train_and_evaluate` as `fedjax-gen run genaug_fmnist` (see
-`experiments/tables.py` for seeds, resuming, extending and --report-only). The table shows
-global test accuracy, the first round at 80% (the communication saving the papers claim)
-and, below it, the generation cost in seconds.
+`experiments/tables.py` for seeds, resuming, extending and --report-only). It writes into
+`./fedjax-gen-out/genaug_bench`; the committed `experiments/RESULTS.md` only with
+--update-reports. The table shows global test accuracy, the first round at 80% (the
+communication saving the papers claim) and, below it, the generation cost in seconds.
 """
 
 import sys

@@ -1,10 +1,13 @@
 """NIID-Bench Fashion-MNIST table: FedAvg, FedProx, SCAFFOLD, FedNova on Dir(0.5), #C=1..3.
 
 Every cell runs the same `train_and_evaluate` as `fedjax-gen run niid_fmnist` (see
-`experiments/tables.py` for resuming, extending and --report-only):
+`experiments/tables.py` for resuming, extending and --report-only). It writes into
+`./fedjax-gen-out/niid_bench`; the committed `experiments/RESULTS.md` only with
+--update-reports:
 
     python experiments/niid_bench.py                      # the paper's 50 rounds
     python experiments/niid_bench.py --rounds 5 --splits dir0.5 --algorithms fedavg
+    python experiments/niid_bench.py --update-reports     # resume the committed cells
 """
 
 import sys

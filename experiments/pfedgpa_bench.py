@@ -5,14 +5,18 @@ size), and the server's diffusion time per round beside the clients' local train
 
 Every cell runs `train_and_evaluate` exactly as `fedjax-gen run pfedgpa_fmnist ...` (its
 command is stored with its result), in its own work folder, so re-running resumes cells
-and a larger --rounds extends them. Results go to `experiments/results/pfedgpa_fmnist.json`,
-the table block into `experiments/RESULTS.md`, plots to `experiments/results/pfedgpa_*.png`.
+and a larger --rounds extends them. Results go to `results/pfedgpa_fmnist.json`, the table
+block into `RESULTS.md`, the plot to `results/pfedgpa_fmnist.png`, all in `--out` (default
+`./fedjax-gen-out/pfedgpa_bench`, each path printed; earlier results there, else the
+committed ones, are resumed); `--update-reports` writes the committed
+`experiments/RESULTS.md` and `experiments/results/` instead.
 
     python experiments/pfedgpa_bench.py                              # paper-length (GPU)
     python experiments/pfedgpa_bench.py --rounds 5 --seeds 0 --splits dir0.1     # reduced
     python experiments/pfedgpa_bench.py --rounds 5 --seeds 0 --ablations only
     python experiments/pfedgpa_bench.py --report-only
     python experiments/pfedgpa_bench.py --rounds 5 --set local_epochs=1   # a cheaper setup
+    python experiments/pfedgpa_bench.py --report-only --update-reports    # the committed one
 
 Reduced runs (fewer rounds, fewer seeds, extra overrides) are recorded per cell and
 shown in the table.
@@ -28,8 +32,12 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(os.path.dirname(HERE))  # fedjax_gen_bench of this checkout, if not installed
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
+
+SCRIPT = "pfedgpa_bench"  # its output folder, ./fedjax-gen-out/pfedgpa_bench
 NAME = "pfedgpa_fmnist"
-JSON_PATH = os.path.join(HERE, "results", f"{NAME}.json")
+JSON_PATH = f"results/{NAME}.json"  # relative to the reports' folder
 SPLITS = {"dir0.1": ("Dir(0.1)", ["partition=dirichlet", "alpha=0.1"]),
           "pat": ("pathological (#C=2)", ["partition=label_k", "classes_per_client=2"])}
 ALGORITHMS = ("pfedgpa", "fedavg", "fedavg_ft", "fedper", "fedrep", "ditto", "pfedme")
@@ -102,9 +110,8 @@ def _timing(results, split, variant):
   return f"{server:.1f} / {client:.1f} s ({server / client:.2f})"
 
 
-def write_report(results):
+def write_report(results, reports: reports_lib.Reports):
   import jax
-  from fedjax_gen.outputs import write_marked_section
   begin, end = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
   lines = [begin, "## pFedGPA, Fashion-MNIST (personalized and new-client accuracy, %)", "",
            "Setup of `fedjax_gen/configs/pfedgpa_fmnist.py`: PFLlib's client split (20 clients, "
@@ -141,20 +148,19 @@ def write_report(results):
             "uploads); client time: the round's local training and aggregation; both exclude "
             f"round 1 (compilation). CPU: 2 cores shared with other work, jax {jax.__version__}.",
             "", f"![personalized accuracy per round, final accuracies](results/{NAME}.png)", "",
-            "Re-run or extend: `python experiments/pfedgpa_bench.py --rounds N --seeds 0 1 2`; "
+            "Re-run or extend: `python experiments/pfedgpa_bench.py --rounds N --seeds 0 1 2 "
+            "--update-reports`; "
             f"one cell: its `command` in `results/{NAME}.json`.", end]
-  write_marked_section(os.path.join(HERE, "RESULTS.md"), NAME, "\n".join(lines),
-                       heading="# Results")
-  _plot(results)
+  reports.write_section("RESULTS.md", NAME, "\n".join(lines), heading="# Results")
+  _plot(results, reports)
 
 
-def _plot(results):
+def _plot(results, reports: reports_lib.Reports):
   """Per split: personalized accuracy per round (seed 0); then bars of the final
   personalized and new-client accuracy (mean over seeds) of the algorithms and ablations."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
-  from fedjax_gen.outputs import save_figure
   splits = [s for s in SPLITS if any(k.startswith(f"{s}/") for k in results)] or ["dir0.1"]
   fig = Figure(figsize=(3.6 * len(splits) + 6.5, 3.6))
   grid = fig.add_gridspec(1, len(splits) + 2)
@@ -187,7 +193,7 @@ def _plot(results):
   ax.grid(alpha=0.3, axis="y")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  save_figure(fig, os.path.join(HERE, "results", f"{NAME}.png"), dpi=110)
+  reports.save_figure(f"results/{NAME}.png", fig, dpi=110)
 
 
 def main(argv=None):
@@ -205,16 +211,17 @@ def main(argv=None):
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
                       help="extra overrides for every cell (recorded with each result)")
+  reports_lib.add_arguments(parser, SCRIPT)
   args = parser.parse_args(argv)
-  from fedjax_gen.outputs import atomic_write
+  reports = reports_lib.Reports.from_args(args, SCRIPT)
   results = {}
-  if os.path.exists(JSON_PATH):
-    with open(JSON_PATH) as f:
+  previous = reports.existing(JSON_PATH)  # the output folder's, else the committed results
+  if previous:
+    with open(previous) as f:
       results = json.load(f)
   if not args.report_only:
     from fedjax_gen import config as config_lib
     rounds = args.rounds or config_lib.load_config(NAME).rounds
-    os.makedirs(os.path.dirname(JSON_PATH), exist_ok=True)
     cells = []
     for seed in args.seeds:
       if args.ablations != "only":
@@ -225,9 +232,9 @@ def main(argv=None):
       print(f"== {NAME} {split} {variant} seed {seed} ({rounds} rounds)", flush=True)
       results[cell_key(split, variant, seed)] = run_cell(split, variant, seed, rounds,
                                                          args.root, args.overrides)
-      atomic_write(JSON_PATH, json.dumps(results, indent=1) + "\n")
-      write_report(results)
-  write_report(results)
+      reports.write_text(JSON_PATH, json.dumps(results, indent=1) + "\n")
+      write_report(results, reports)
+  write_report(results, reports)
   return 0
 
 

@@ -2,7 +2,9 @@
 pathological (#C=2) and Dirichlet 0.1 splits, beside PFLlib's published numbers.
 
 Every cell runs the same `train_and_evaluate` as `fedjax-gen run pfllib_fmnist` (see
-`experiments/tables.py` for resuming, extending and --report-only):
+`experiments/tables.py` for resuming, extending and --report-only). It writes into
+`./fedjax-gen-out/pfllib_bench`; the committed `experiments/RESULTS.md` only with
+--update-reports:
 
     python experiments/pfllib_bench.py --rounds 50
     python experiments/pfllib_bench.py --rounds 5 --splits pfl --algorithms fedavg fedper

@@ -1,12 +1,16 @@
 """Shared driver of the results tables: run every (split, algorithm) cell of a built-in
 experiment, one at a time, each in its own work folder, then write the table beside the
-published numbers into `experiments/RESULTS.md` and a plot into `experiments/results/`.
+published numbers into `RESULTS.md` and a plot into `results/NAME.png`.
 
-Re-running resumes cells from their checkpoints, and a larger --rounds extends finished
-cells. `--seeds 0 1 2` runs each cell once per seed (seed 0 in `ROOT/SPLIT/ALG`, seed k in
+Where: into `--out DIR` (default `./fedjax-gen-out/<script>`), printing each file written;
+`--update-reports` rewrites the committed `experiments/RESULTS.md` and
+`experiments/results/` instead (`fedjax_gen_bench/reports.py`). Re-running resumes cells
+from their checkpoints (`--root`), and a larger --rounds extends finished cells.
+`--seeds 0 1 2` runs each cell once per seed (seed 0 in `ROOT/SPLIT/ALG`, seed k in
 `ROOT/SPLIT/ALG-seedk`); the table then shows the mean and standard deviation over seeds.
-The per-round metrics of every cell are kept in `experiments/results/NAME.json`, so
-`--report-only` rebuilds the table and plot without training.
+The per-round metrics of every cell are kept in `results/NAME.json` (the output folder's,
+which starts from the committed one), so `--report-only` rebuilds the table and plot
+without training.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(os.path.dirname(HERE))  # fedjax_gen_bench of this checkout, if not installed
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +41,17 @@ class Table:
   cost_keys: tuple = ()          # summary keys in seconds, listed per cell below the table
 
   @property
-  def json_path(self):
-    return os.path.join(HERE, "results", f"{self.name}.json")
+  def script(self):
+    """The script that runs this table, `experiments/<script>.py`: its output folder."""
+    return self.name.split("_")[0] + "_bench"
+
+  @property
+  def json_path(self):  # relative to the reports' folder (`reports_lib.Reports`)
+    return f"results/{self.name}.json"
 
   @property
   def plot_path(self):
-    return os.path.join(HERE, "results", f"{self.name}.png")
+    return f"results/{self.name}.png"
 
 
 def run_cell(table: Table, split: str, algorithm: str, rounds: int, root: str,
@@ -104,11 +116,10 @@ def protocol_rounds(table: Table) -> int:
   return config_lib.load_config(table.name).rounds
 
 
-def write_report(table: Table, results: dict) -> None:
+def write_report(table: Table, results: dict, reports: reports_lib.Reports) -> None:
   """Three tables: the published figures; ours where a cell ran the whole protocol (the
   only ones to compare with them); ours from partial runs (fewer rounds), apart."""
   import jax
-  from fedjax_gen.outputs import write_marked_section
   begin, end = f"<!-- {table.name}:begin -->", f"<!-- {table.name}:end -->"
   full_rounds = protocol_rounds(table)
   header = ["| split | " + " | ".join(table.algorithms) + " |",
@@ -164,19 +175,17 @@ def write_report(table: Table, results: dict) -> None:
               + ", ".join(f"{alg} {statistics.median(times[alg]):.0f} s"
                           for alg in table.algorithms if times.get(alg)) + "."]
   lines += ["", f"![{table.metric} per round](results/{table.name}.png)", "",
-            f"Re-run or extend: `python experiments/{table.name.split('_')[0]}_bench.py "
-            "--rounds N`; one cell: the `command` of that cell in "
+            f"Re-run or extend: `python experiments/{table.script}.py "
+            "--rounds N --update-reports`; one cell: the `command` of that cell in "
             f"`results/{table.name}.json`.", end]
-  write_marked_section(os.path.join(HERE, "RESULTS.md"), table.name, "\n".join(lines),
-                       heading="# Results")
-  _plot(table, results)
+  reports.write_section("RESULTS.md", table.name, "\n".join(lines), heading="# Results")
+  _plot(table, results, reports)
 
 
-def _plot(table: Table, results: dict) -> None:
+def _plot(table: Table, results: dict, reports: reports_lib.Reports) -> None:
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
-  from fedjax_gen.outputs import save_figure
   width = 3.2 * len(table.splits) + 1.2  # panels and, on the right, the legend
   fig = Figure(figsize=(width, 3.2))
   cmap = matplotlib.colormaps["tab20" if len(table.algorithms) > 10 else "tab10"]
@@ -201,7 +210,7 @@ def _plot(table: Table, results: dict) -> None:
     fig.legend([handles[a] for a in table.algorithms if a in handles],
                [a for a in table.algorithms if a in handles], loc="center right", fontsize=7)
   fig.tight_layout(rect=(0, 0, 1 - 1.2 / width, 1))
-  save_figure(fig, table.plot_path, dpi=110)
+  reports.save_figure(table.plot_path, fig, dpi=110)
 
 
 def main(table: Table, argv=None, doc: str = "") -> int:
@@ -217,16 +226,17 @@ def main(table: Table, argv=None, doc: str = "") -> int:
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
                       help="extra config overrides for every cell (e.g. progress=false)")
+  reports_lib.add_arguments(parser, table.script)
   args = parser.parse_args(argv)
-  from fedjax_gen.outputs import atomic_write
+  reports = reports_lib.Reports.from_args(args, table.script)
   results = {}
-  if os.path.exists(table.json_path):
-    with open(table.json_path) as f:
+  previous = reports.existing(table.json_path)  # the output folder's, else the committed
+  if previous:
+    with open(previous) as f:
       results = json.load(f)
   if not args.report_only:
     from fedjax_gen import config as config_lib
     rounds = args.rounds or config_lib.load_config(table.name).rounds
-    os.makedirs(os.path.dirname(table.json_path), exist_ok=True)
     for seed in args.seeds:
       for split in args.splits:
         for alg in args.algorithms:
@@ -237,7 +247,7 @@ def main(table: Table, argv=None, doc: str = "") -> int:
             cells.setdefault(alg, {}).setdefault("more_seeds", {})[str(seed)] = cell
           else:
             cells[alg] = {**cell, "more_seeds": cells.get(alg, {}).get("more_seeds", {})}
-          atomic_write(table.json_path, json.dumps(results, indent=1) + "\n")
-          write_report(table, results)
-  write_report(table, results)
+          reports.write_text(table.json_path, json.dumps(results, indent=1) + "\n")
+          write_report(table, results, reports)
+  write_report(table, results, reports)
   return 0

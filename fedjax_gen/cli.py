@@ -1,13 +1,18 @@
 """`fedjax-gen` command line: `run EXPERIMENT [KEY=VALUE ...] --workdir DIR`, `eval --workdir
 DIR [KEY=VALUE ...]` (the last checkpoint again, under other evaluation settings), `config
-EXPERIMENT [KEY=VALUE ...]` (the resolved config with each key's meaning), `list` and
-`bench`."""
+EXPERIMENT [KEY=VALUE ...]` (the resolved config with each key's meaning), `list` (the
+built-in experiments, each with a line on what it is), `report RUN_DIR ...` (runs compared:
+a Markdown table of final metrics, seeds as mean ± std, and a plot), `bench` and
+`--version`. `python -m fedjax_gen ...` is the same command."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 
 
 def trainer(config):
@@ -20,8 +25,54 @@ def trainer(config):
   return trainer_lib.train_and_evaluate
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="fedjax-gen", description=__doc__)
+def version() -> str:
+  """The installed fedjax-gen's version (pyproject.toml's); `fedjax_gen.__version__` in a
+  checkout that is not installed."""
+  import importlib.metadata
+  try:
+    return importlib.metadata.version("fedjax-gen")
+  except importlib.metadata.PackageNotFoundError:
+    import fedjax_gen
+    return fedjax_gen.__version__
+
+
+def experiments() -> list[tuple[str, str]]:
+  """The built-in experiments (`fedjax_gen/configs/*.py`, as `config.builtin_experiments`),
+  each with the first line of its module docstring, read from the file: listing them runs
+  no config code and does not wait for JAX."""
+  import ast
+  import os
+  import pkgutil
+  folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+  out = []
+  for name in sorted(m.name for m in pkgutil.iter_modules([folder])
+                     if not m.name.startswith("_")):
+    with open(os.path.join(folder, f"{name}.py")) as f:
+      doc = ast.get_docstring(ast.parse(f.read())) or ""
+    out.append((name, doc.strip().split("\n")[0] or "(no description)"))
+  return out
+
+
+def _report(args) -> int:
+  """`fedjax-gen report`: the table to stdout, the plot's path to stderr."""
+  from fedjax_gen import report
+  try:
+    rows = report.compare(args.runs)
+    metric = report.plot_metric(rows, args.metric)
+    print(report.markdown(rows))
+    missing = report.plot(rows, args.plot, metric)
+  except (ValueError, OSError) as e:
+    print(f"fedjax-gen: error: {e}", file=sys.stderr)
+    return 2
+  for label in missing:
+    print(f"fedjax-gen: {label} logged no {metric}; left out of the plot", file=sys.stderr)
+  print(f"fedjax-gen: {metric} plot saved to {args.plot}", file=sys.stderr)
+  return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "fedjax-gen") -> int:
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+  parser.add_argument("--version", action="version", version=f"fedjax-gen {version()}")
   sub = parser.add_subparsers(dest="command", required=True)
   run = sub.add_parser("run", help="run (or resume) an experiment")
   run.add_argument("experiment", help="built-in name (see `fedjax-gen list`) or config path")
@@ -35,23 +86,52 @@ def main(argv: list[str] | None = None) -> int:
                       "its meaning")
   cf.add_argument("experiment", help="built-in name (see `fedjax-gen list`) or config path")
   cf.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-  sub.add_parser("list", help="list built-in experiments")
+  sub.add_parser("list", help="list built-in experiments, each with a one-line description")
+  rp = sub.add_parser("report", help="compare runs: a Markdown table of their final metrics "
+                      "(runs differing only in seed as mean ± std) and a plot")
+  rp.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                  help="a run's --workdir, or a folder holding runs")
+  rp.add_argument("--plot", default="report.png", metavar="PATH",
+                  help="where to save the plot (default: report.png)")
+  rp.add_argument("--metric", default=None, metavar="KEY",
+                  help="the metrics.jsonl key to plot against round (default: "
+                  "global_accuracy, or the first accuracy the runs logged)")
   sub.add_parser("bench", add_help=False, help="round-throughput benchmark vs a JAX loop, "
-                 "PyTorch and FedJAX (experiments/benchmarks/round_bench.py; flags pass through)")
+                 "PyTorch and FedJAX (fedjax_gen_bench.round_bench; flags pass through, "
+                 "`fedjax-gen bench --help` lists them; writes ./fedjax-gen-out/round_bench; "
+                 "torch and FedJAX: pip install \"fedjax-gen[bench]\")")
   args, extra = parser.parse_known_args(argv)
   if args.command == "bench":
     return _bench(extra)
+  if args.command == "report" and not extra:
+    return _report(args)
+  if args.command == "list" and not extra:
+    listed = experiments()
+    width = max((len(name) for name, _ in listed), default=0)
+    print("\n".join(f"{name:<{width}}  {line}" for name, line in listed))
+    return 0
   if extra and (args.command not in ("run", "eval", "config")
                 or any("=" not in e for e in extra)):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   if extra:  # KEY=VALUE overrides given after --workdir
     args.overrides += extra
-
-  from fedjax_gen import config as config_lib
-  if args.command == "list":
-    print("\n".join(config_lib.builtin_experiments()))
-    return 0
+  if threading.current_thread() is not threading.main_thread():
+    return _dispatch(args)
+  before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+  hook, sys.unraisablehook = sys.unraisablehook, _quiet_interrupts
+  _signal_received[0] = 0
   try:
+    return _dispatch(args)
+  finally:  # as they were: main() may be called from Python
+    for s, handler in before.items():
+      signal.signal(s, handler)
+    sys.unraisablehook = hook
+
+
+def _dispatch(args) -> int:
+  """`run`, `eval` and `config`: the summary (or config) to stdout, errors in one line."""
+  try:  # imports too: a Ctrl-C while JAX loads is one line like any other
+    from fedjax_gen import config as config_lib
     if args.command == "eval":
       from fedjax_gen.trainer import evaluate_checkpoint
       summary = evaluate_checkpoint(args.workdir, args.overrides)
@@ -64,28 +144,88 @@ def main(argv: list[str] | None = None) -> int:
     else:
       config = config_lib.apply_overrides(config_lib.load_config(args.experiment),
                                           args.overrides)
-      summary = trainer(config)(config, args.workdir)
-  except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, ImportError) as e:
-    print(f"fedjax-gen: error: {e}", file=sys.stderr)
+      train = trainer(config)
+      if _signal_received[0]:  # a Ctrl-C that Python swallowed while JAX loaded
+        raise KeyboardInterrupt
+      summary = train(config, args.workdir)
+  except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (`_interrupt`)
+    return _interrupted(e, getattr(args, "workdir", None) if args.command == "run" else None)
+  except (ValueError, OSError, FloatingPointError, ImportError) as e:
+    print(f"fedjax-gen: error: {_one_line(e)}", file=sys.stderr)
     return 2
   print(json.dumps(summary, indent=2))
   return 0
 
 
+def _one_line(e: BaseException) -> str:
+  """A user-facing error as one line; an OSError from deep inside (disk full, say) names
+  what failed and what to do."""
+  if isinstance(e, OSError) and e.strerror and not isinstance(e, (FileNotFoundError,
+                                                                   PermissionError)):
+    where = f" ({e.filename})" if e.filename else ""
+    return (f"{e.strerror}{where}. Finished rounds are kept in the last checkpoint: fix "
+            "this (e.g. free disk space) and run the same command to resume.")
+  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+_signal_received = [0]
+_exit_at_once = [False]
+
+
+def _interrupt(signum, frame):
+  """Ctrl-C and SIGTERM (a preemptible machine going away, `kill`) alike: recorded, then
+  KeyboardInterrupt. A run replaces this while it holds its folder (`trainer.workdir`)."""
+  _signal_received[0] = _signal_received[0] or signum
+  raise KeyboardInterrupt
+
+
+def _quiet_interrupts(unraisable):
+  """A Ctrl-C that lands in a garbage-collection callback is swallowed by Python with an
+  "Exception ignored" traceback; it is recorded (`_interrupt`) and acted on, so say nothing."""
+  if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+    sys.__unraisablehook__(unraisable)
+
+
+def _interrupted(e: KeyboardInterrupt, workdir: str | None) -> int:
+  """One line for an interrupted command; exit status 128 + the signal's number."""
+  from fedjax_gen.outputs import saved_rounds  # light: JAX may be half imported
+  signum = getattr(e, "signum", None) or _signal_received[0] or signal.SIGINT
+  if getattr(e, "checkpoint", None) is not None:  # trainer.workdir.Interrupted
+    message = str(e)
+  elif workdir:
+    last = max(saved_rounds(workdir), default=0)
+    message = (f"interrupted; the checkpoint of round {last} is kept; run the same command "
+               "to resume" if last else
+               "interrupted before training began; run the same command to start")
+  else:
+    message = "interrupted"
+  print(f"fedjax-gen: {message}", file=sys.stderr)
+  _exit_at_once[0] = True
+  return 128 + int(signum)
+
+
+def console(prog: str = "fedjax-gen") -> None:
+  """The `fedjax-gen` program. After an interrupt it exits without the interpreter's
+  teardown, which can crash while JAX is half initialised (everything is saved by then)."""
+  code = main(prog=prog)
+  if _exit_at_once[0]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)
+
+
 def _bench(argv: list[str]) -> int:
-  """Runs `experiments/benchmarks/round_bench.py` of this checkout with `argv`."""
+  """Runs the round benchmark, `fedjax_gen_bench.round_bench` (installed beside
+  `fedjax_gen`, which never imports it otherwise: it holds the torch and FedJAX runners)."""
   import importlib.util
-  import os
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.path.join(root, "experiments", "benchmarks", "round_bench.py")
-  if not os.path.exists(path):
-    print(f"fedjax-gen: error: {path} not found (needs a source checkout)", file=sys.stderr)
+  if importlib.util.find_spec("fedjax_gen_bench") is None:
+    print("fedjax-gen: error: the benchmark package fedjax_gen_bench is not installed; "
+          "reinstall fedjax-gen (pip install -e . in a source checkout)", file=sys.stderr)
     return 2
-  spec = importlib.util.spec_from_file_location("round_bench", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.main(argv)
+  from fedjax_gen_bench import round_bench
+  return round_bench.main(argv, prog="fedjax-gen bench")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  console()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import uuid
 from typing import IO, Any, Callable
 
 
@@ -26,11 +26,13 @@ def is_primary() -> bool:
 def atomic_save(path: str, write: Callable[[IO], None], *, text: bool = False,
                 suffix: str = "") -> None:
   """`write(f)` into a temporary file beside `path`, then renamed onto it: a reader never
-  sees half a file and an interrupted save leaves none. Process 0 only (`is_primary`)."""
+  sees half a file and an interrupted save leaves none. The file's mode follows the umask,
+  like any file the user writes. Process 0 only (`is_primary`)."""
   if not is_primary():
     return
-  fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)),
-                             prefix=".tmp-")
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                     f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask
   try:
     with os.fdopen(fd, "w" if text else "wb") as f:
       write(f)
@@ -64,6 +66,16 @@ def write_marked_section(path: str, name: str, block: str, *, heading: str) -> N
   atomic_write(path, text)
 
 
+def saved_rounds(workdir: str) -> list[int]:
+  """The rounds with a finished checkpoint in `workdir` (orbax names a step's folder by its
+  number once its save is complete), read without orbax and without writing."""
+  folder = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(d) for d in os.listdir(folder)
+                if d.isdigit() and os.path.isdir(os.path.join(folder, d)))
+
+
 def _clean(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
     return None
@@ -75,17 +87,24 @@ def write_json(path: str, obj: dict) -> None:
 
 
 class MetricsLog:
-  """`metrics.jsonl`: one JSON object per round. On resume, rows after the checkpoint's
-  round are dropped (they will be recomputed, identically)."""
+  """`metrics.jsonl`: one JSON object per round, and the same scalars as TensorBoard event
+  files in the run's folder (`tensorboard --logdir` on a folder of runs shows them side by
+  side). On resume, rows after the checkpoint's round are dropped (they will be recomputed,
+  identically) and TensorBoard is told to hide the old events from that round on."""
 
-  def __init__(self, path: str, *, keep_through_round: int):
+  def __init__(self, path: str, *, keep_through_round: int, tensorboard: bool = True):
     self.path = path
     self.rows = []
     if os.path.exists(path) and keep_through_round > 0:
-      with open(path) as f:
-        self.rows = [r for r in map(json.loads, filter(str.strip, f))
-                     if r["round"] <= keep_through_round]
+      self.rows = [r for r in _read_rows(path, partial_tail=True)
+                   if r["round"] <= keep_through_round]
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+    self._events = None
+    if tensorboard and is_primary():
+      from tensorboardX import SummaryWriter
+      self._events = SummaryWriter(os.path.dirname(os.path.abspath(path)), flush_secs=30,
+                                   purge_step=keep_through_round + 1 if keep_through_round
+                                   else None)
 
   def append(self, row: dict) -> None:
     row = {k: _clean(v) for k, v in row.items()}
@@ -96,6 +115,16 @@ class MetricsLog:
       f.write(json.dumps(row) + "\n")
       f.flush()
       os.fsync(f.fileno())
+    if self._events is not None:
+      for key, value in row.items():
+        if key != "round" and isinstance(value, (int, float)) and not isinstance(value, bool):
+          self._events.add_scalar(key, value, row["round"])
+
+  def close(self) -> None:
+    """Flushes the TensorBoard events (the JSON rows are on disk after each `append`)."""
+    if self._events is not None:
+      self._events.close()
+      self._events = None
 
   def last(self, key: str):
     for row in reversed(self.rows):
@@ -105,34 +134,61 @@ class MetricsLog:
 
 
 _ACCURACY_SERIES = (("global_accuracy", "global (test set)"),
-                    ("personalized_accuracy", "personalized (clients' local test)"))
+                    ("personalized_accuracy", "personalized (clients' local test)"),
+                    ("new_client_accuracy", "new clients (held out, adapted)"))
 
 
 def plot_accuracy(rows: list[dict], path: str, title: str = "", *,
-                  series=_ACCURACY_SERIES, ylabel: str = "accuracy") -> None:
-  """Metrics against round (default: global and personalized accuracy), as a PNG."""
+                  series=_ACCURACY_SERIES, ylabel: str = "accuracy",
+                  loss: str | None = "train_loss") -> None:
+  """Metrics against round (default: the global, personalized and new-client accuracies
+  that were measured) as a PNG, with the training loss (`loss`, when logged) beside them."""
   curves = [(label, _points(rows, key)) for key, label in series]
-  _save_round_plot([(label, pts) for label, pts in curves if pts], path, title, ylabel)
+  loss_pts = _points(rows, loss) if loss else []
+  _save_round_plot([(label, pts) for label, pts in curves if pts], path, title, ylabel,
+                   loss_curve=("training loss", loss_pts) if loss_pts else None)
 
 
 def _points(rows: list[dict], key: str) -> list[tuple]:
   return [(r["round"], r[key]) for r in rows if r.get(key) is not None]
 
 
-def _save_round_plot(curves, path: str, title: str, ylabel: str) -> None:
-  """`curves` ([(label, [(round, value), ...]), ...]) against round, written atomically."""
+def _save_round_plot(curves, path: str, title: str, ylabel: str, *, loss_curve=None) -> None:
+  """`curves` ([(label, [(round, value), ...]), ...]) against round, and `loss_curve`
+  (label, points) in a second panel when given; written atomically."""
   from matplotlib.figure import Figure  # no matplotlib.use: a notebook keeps its backend
-  fig = Figure(figsize=(6, 4))
-  ax = fig.add_subplot()
-  for label, pts in curves:
-    ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
-  ax.set_xlabel("round")
-  ax.set_ylabel(ylabel)
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
+  fig = Figure(figsize=(10, 4) if loss_curve else (6, 4))
+  panels = [(fig.add_subplot(1, 2 if loss_curve else 1, 1), curves, ylabel)]
+  if loss_curve:
+    panels.append((fig.add_subplot(1, 2, 2), [loss_curve], loss_curve[0]))
+  for ax, lines, label in panels:
+    for name, pts in lines:
+      ax.plot(*zip(*pts), marker="o", markersize=3, label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    if lines:
+      ax.legend()
+  fig.suptitle(title)
   fig.tight_layout()
   save_figure(fig, path, dpi=120)
+
+
+def _read_rows(path: str, *, partial_tail: bool = False) -> list[dict]:
+  """The JSON rows of a `.jsonl` file. A last line cut short by a crash mid-write is
+  dropped when `partial_tail`; any other bad line is a ValueError naming it."""
+  with open(path) as f:
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  rows = []
+  for n, (i, line) in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if partial_tail and n == len(lines) - 1 and not line.endswith("\n"):
+        break  # written up to the crash; the rows after the checkpoint are redone anyway
+      raise ValueError(f"{path}, line {i}, is not a JSON row; the file was edited or "
+                       "damaged: restore it, or use a new --workdir.") from None
+  return rows
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -141,8 +197,7 @@ def read_metrics(workdir: str) -> list[dict]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: {workdir!r} holds no run (run "
                             "`fedjax-gen run ... --workdir` or `train_and_evaluate` first).")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _read_rows(path, partial_tail=True)
 
 
 def read_summary(workdir: str) -> dict:

@@ -10,7 +10,10 @@ parameters: `SMALL` (from the environment variable FEDJAX_GEN_SMALL, which CI se
 a tiny budget that runs in seconds; default 0, the budget the story is told with) and
 `WORKDIR` (FEDJAX_GEN_WORKDIR, default `runs/notebooks/<name>`). Each ends by writing
 `WORKDIR/notebook.json`, the numbers `tests/test_notebooks.py` checks. Notebooks call the
-library only; what they need and the library lacks belongs in the library.
+installed packages only (`fedjax_gen`, and `fedjax_gen_bench` for the benchmark); what they
+need and the library lacks belongs in the library. Files only a source checkout has
+(`experiments/...`) are linked on the repository, whose address comes from pyproject.toml's
+`[project.urls]`, its one place.
 """
 
 from __future__ import annotations
@@ -21,19 +24,34 @@ import sys
 
 import nbformat
 
+try:
+  import tomllib
+except ModuleNotFoundError:  # Python 3.10
+  import tomli as tomllib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_URL = "https://github.com/fedjax-gen/fedjax-gen"  # placeholder: the repository's URL
+
+
+def repository_url() -> str:
+  """The repository's address: `[project.urls] Repository` of pyproject.toml."""
+  with open(os.path.join(os.path.dirname(HERE), "pyproject.toml"), "rb") as f:
+    return tomllib.load(f)["project"]["urls"]["Repository"].rstrip("/")
+
+
+REPO_URL = repository_url()
+BLOB = f"{REPO_URL}/blob/main"  # a file of the repository, on the web
+COLAB = REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/")
 
 TITLE = """# {title}
 
-<a href="https://colab.research.google.com/github/fedjax-gen/fedjax-gen/blob/main/notebooks/{name}.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
+<a href="%s/blob/main/notebooks/{name}.ipynb" target="_parent"><img src="https://colab.research.google.com/assets/colab-badge.svg" alt="Open In Colab"/></a>
 
-{intro}"""
+{intro}""" % COLAB
 
 INSTALL = """# Install fedjax-gen from the repository (skipped where it is already importable, e.g. in CI).
 # Colab's runtimes come with JAX for their accelerator (TPU, GPU or CPU), which pip keeps
 # where its version fits; the next cell prints the devices JAX sees.
-REPO_URL = "%s"  # placeholder: the repository's URL
+REPO_URL = "%s"
 import importlib.util, subprocess, sys
 if importlib.util.find_spec("fedjax_gen") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
@@ -54,7 +72,8 @@ print("devices:", jax.devices(), "| SMALL =", SMALL, "| WORKDIR =", WORKDIR)"""
 
 
 def md(text: str):
-  return nbformat.v4.new_markdown_cell(text.strip("\n"))
+  """A markdown cell; `{repo}` links a file of the repository on the web (`BLOB`)."""
+  return nbformat.v4.new_markdown_cell(text.strip("\n").replace("{repo}", BLOB))
 
 
 def code(text: str):
@@ -292,10 +311,10 @@ display(Image(filename=path, width=450))
 With the full budget we measured (one seed, 2-core CPU) a DDPM with CAS 0.71 (its samples'
 classes are recognised 71% of the time; real test images: 91%), and global accuracy 0.933
 for FedAvg, 0.956 for Gen-FedSD (about 6,000 images filled in) and 0.916 for GenFL. The
-Fashion-MNIST numbers (NIID-Bench setting, a DDPM trained for 50 rounds) are in
-`experiments/RESULTS.md`. GenFL's choices where the paper is silent (synthetic set size,
-share, the `genfl.lam_policy` schedule, skew-aware weights) are config keys; see
-`fedjax_gen/algorithms/genfl.py`.
+Fashion-MNIST numbers (NIID-Bench setting, a DDPM trained for 50 rounds) are in the
+repository's [experiments/RESULTS.md]({repo}/experiments/RESULTS.md). GenFL's choices
+where the paper is silent (synthetic set size, share, the `genfl.lam_policy` schedule,
+skew-aware weights) are config keys; see `fedjax_gen/algorithms/genfl.py`.
 """),
     code("""
 outputs.write_json(os.path.join(WORKDIR, "notebook.json"), {
@@ -370,8 +389,9 @@ steps it can hurt). Under strong label skew, local training alone is a strong pe
 baseline on digits. The server's denoiser training and inversion/denoising
 (`server_s_per_round`) is timed apart from the clients' work (`client_s_per_round`): it is
 the price of the method. The Fashion-MNIST comparison with FedAvg+FT, FedPer, FedRep,
-Ditto and pFedMe over seeds is `python experiments/pfedgpa_bench.py` (config
-`pfedgpa_fmnist`); `fedjax-gen config pfedgpa_fmnist` lists every `pfedgpa.*` key.
+Ditto and pFedMe over seeds is the repository's
+[experiments/pfedgpa_bench.py]({repo}/experiments/pfedgpa_bench.py) (config `pfedgpa_fmnist`,
+from a source checkout); `fedjax-gen config pfedgpa_fmnist` lists every `pfedgpa.*` key.
 """),
     code("""
 outputs.write_json(os.path.join(WORKDIR, "notebook.json"), {
@@ -387,18 +407,13 @@ How fast is a vectorized round on the machine at hand? One FedAvg round (every c
 examples, exactly 10 local SGD steps of batch 32) timed for fedjax-gen's `Simulation`, a
 FedJAX-style JAX loop (one jitted step, Python loops over steps and clients) and a
 PFLlib-style PyTorch loop, all on the same architectures, in this process. The torch
-runner is skipped if PyTorch is not installed (Colab has it).
+runner is skipped if PyTorch is not installed (Colab has it; elsewhere
+`pip install "fedjax-gen[bench]"`).
 """) + [
     code("""
-# The runners live in the repository's experiments/benchmarks/baselines.py (benchmarks are
-# not part of the package): from a source checkout, or cloned here (Colab).
-import subprocess, sys
-BENCH = os.path.join(os.path.dirname(os.path.dirname(fg.__file__)), "experiments", "benchmarks")
-if not os.path.exists(os.path.join(BENCH, "baselines.py")):
-    subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, "fedjax-gen-src"], check=True)
-    BENCH = os.path.join("fedjax-gen-src", "experiments", "benchmarks")
-sys.path.insert(0, BENCH)
-import baselines as benchmark
+# The runners come with the package, in fedjax_gen_bench (beside the library, which never
+# imports torch): the same ones `fedjax-gen bench` times, each in its own process.
+from fedjax_gen_bench import baselines as benchmark
 
 RUNNERS = ["fedjax_gen_auto", "jax_loop", "torch_loop"]
 CASES = [("mlp", 10)] if SMALL else [("mlp", 10), ("mlp", 100), ("simple_cnn", 10),
@@ -409,7 +424,7 @@ REPEATS = 1 if SMALL else 3
 # set 1 there (small mode does, for CI).
 TORCH_THREADS = 1 if SMALL else None
 if benchmark.missing_package("torch_loop"):
-    print("torch is not installed: the PyTorch runner is skipped (pip install torch)")
+    print("torch_loop skipped:", benchmark.skip_reason("torch"))
 print("backend:", jax.default_backend(), jax.devices()[0].device_kind)
 """),
     code("""
@@ -452,13 +467,14 @@ Reading it: on an accelerator fedjax-gen vmaps all clients of a round in one chu
 gap to the loops grows with the number of clients; on a CPU it runs one client per chunk
 (the loops' shape) with the whole round in one jitted call, and its gain is the Python and
 dispatch overhead it removes. Compile time is paid once per run. On one core of a 2-core
-CPU (the other busy; torch on 1 thread; runners timed interleaved, round by round),
-`experiments/BENCHMARKS.md` records fedjax-gen 1.7-2.3x the PyTorch loop's throughput on
-the MLP, 0.84-1.17x on the simple CNN, 1.01-1.15x on PFLlib's CNN4 (10 and 100 clients)
-and 0.94x on ResNet-18 (1 client); a single run here on a busy machine can differ by
-+-20%. The measurements of record
-(each runner in its own process, peak memory, FLOP utilisation, FedJAX itself) are in
-`experiments/BENCHMARKS.md`; a source checkout re-measures them with `fedjax-gen bench`.
+CPU (the other busy; torch on 1 thread; runners timed interleaved, round by round), the
+repository's [BENCHMARKS.md]({repo}/experiments/BENCHMARKS.md) records fedjax-gen 1.7-2.3x
+the PyTorch loop's throughput on the MLP, 0.84-1.17x on the simple CNN, 1.01-1.15x on
+PFLlib's CNN4 (10 and 100 clients) and 0.94x on ResNet-18 (1 client); a single run here on
+a busy machine can differ by +-20%. Those are the measurements of record (each runner in
+its own process, peak memory, FLOP utilisation, FedJAX itself); `fedjax-gen bench` takes
+them on this machine (`!fedjax-gen bench --models mlp --clients 10` in a cell; it writes
+into `./fedjax-gen-out/round_bench` and prints each file).
 """),
     code("""
 outputs.write_json(os.path.join(WORKDIR, "notebook.json"), {

@@ -39,5 +39,5 @@ def test_a_back_edge_breaks_the_layers(tmp_path):
 
 
 def test_ruff_finds_nothing():
-  result = _run("ruff", "check", "fedjax_gen", "tests", "experiments")
+  result = _run("ruff", "check", "fedjax_gen", "fedjax_gen_bench", "tests", "experiments")
   assert result.returncode == 0, result.stdout[-4000:]

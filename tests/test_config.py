@@ -39,9 +39,9 @@ def test_validate_rejects(overrides, message):
 def test_overrides_are_typed_and_unknown_keys_listed():
   c = cfg("alpha=0.1", "rounds=3", "algorithm=scaffold", "progress=false")
   assert (c.alpha, c.rounds, c.algorithm, c.progress) == (0.1, 3, "scaffold", False)
-  with pytest.raises(ValueError, match="Unknown config key 'alpah'; top-level keys: .*alpha"):
+  with pytest.raises(ValueError, match="Unknown config key 'alpah'; did you mean alpha\\?"):
     cfg("alpah=0.1")
-  with pytest.raises(ValueError, match="rounds='many': expected a number"):
+  with pytest.raises(ValueError, match="rounds='many': expected an integer"):
     cfg("rounds=many")
   with pytest.raises(ValueError, match="is not KEY=VALUE"):
     cfg("rounds")
@@ -77,7 +77,8 @@ def test_nested_overrides_and_old_flat_names():
   assert (c.genfl.lam_policy, c.data.test_fraction, c.run.chunk_size) == ("exp", 0.5, 2)
   with pytest.raises(ValueError, match="'genfl_lam_policy' is now 'genfl.lam_policy'"):
     cfg("genfl_lam_policy=exp")
-  with pytest.raises(ValueError, match="the genfl family has: genfl.synthetic_per_class"):
+  with pytest.raises(ValueError, match="did you mean genfl.lam0 or genfl.lam_decay or "
+                                       "genfl.lam_policy"):
     cfg("genfl.lam=1")
   with pytest.raises(ValueError, match="Unknown config key 'genfl'"):
     cfg("genfl=1")  # a family is not a value

@@ -1,5 +1,8 @@
 """The tutorial notebooks run top to bottom in small mode (FEDJAX_GEN_SMALL=1) and their key
-numbers are sane; the committed notebooks are the generator's output, without outputs.
+numbers are sane; the committed notebooks are the generator's output, without outputs; they
+point to the repository of pyproject.toml's `[project.urls]`, never to a placeholder, and
+use only what `pip install` of the package gives (no `experiments/` files, except linked on
+the repository's web pages).
 
 Each notebook writes `$FEDJAX_GEN_WORKDIR/notebook.json` in its last cell. The kernel
 imports this checkout's `fedjax_gen` (PYTHONPATH), not an installed copy.
@@ -12,6 +15,7 @@ kernels run with XLA's cheap-compile flags (`FAST_COMPILE`: CPU time of the tiny
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -109,3 +113,57 @@ def test_committed_notebooks_are_generated_and_carry_no_outputs():
       assert all(not c.outputs and c.execution_count is None for c in code), name
       assert "FEDJAX_GEN_SMALL" in nb.cells[2].source, name  # the parameters cell
       assert "find_spec(\"fedjax_gen\") is None" in nb.cells[1].source, name  # install
+
+
+def _sources() -> dict:
+  """Every committed notebook's cells, and the generator's own text."""
+  out = {}
+  for name in sorted(os.listdir(NOTEBOOKS)):
+    if name.endswith(".ipynb"):
+      nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+      out[name] = "\n".join(c.source for c in nb.cells)
+  with open(os.path.join(NOTEBOOKS, "make_notebooks.py")) as f:
+    out["make_notebooks.py"] = f.read()
+  return out
+
+
+def _repository_url() -> str:
+  try:
+    import tomllib
+  except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    urls = tomllib.load(f)["project"].get("urls", {})
+  assert "Repository" in urls, "pyproject.toml has no [project.urls] Repository"
+  return urls["Repository"].rstrip("/")
+
+
+PLACEHOLDER = re.compile(r"placeholder|example\.(com|org)|your[-_]?(org|user|name|repo)|"
+                         r"<(user|org|owner)>|OWNER/REPO|USERNAME", re.IGNORECASE)
+
+
+def test_notebooks_point_to_the_repository_of_pyproject_and_to_no_placeholder():
+  url = _repository_url()
+  assert not PLACEHOLDER.search(url), url
+  path = url.removeprefix("https://github.com/")
+  for name, text in _sources().items():
+    assert not PLACEHOLDER.search(text), (name, PLACEHOLDER.search(text).group())
+    for link in re.findall(r"https://(?:colab\.research\.google\.com/)?github\.com/[^\s\"')]+",
+                           text):
+      assert f"github.com/{path}" in link, (name, link)  # github or colab: this repository
+    if name.endswith(".ipynb"):
+      assert f'REPO_URL = "{url}"' in text and "git+{REPO_URL}" in text, name  # install
+      badge = f"https://colab.research.google.com/github/{path}/blob/main/notebooks/{name}"
+      assert badge in text, name
+
+
+def test_notebooks_use_only_what_an_install_has():
+  """A `pip install` from git has the packages, not `experiments/`: a notebook may link
+  such a file on the repository's web pages, but never open, import or clone it."""
+  url = re.escape(_repository_url())
+  for name, text in _sources().items():
+    if not name.endswith(".ipynb"):
+      continue
+    text = re.sub(rf"\[[^\]]*\]\({url}/blob/main/[^)]*\)", "", text)  # web links
+    assert "experiments" not in text, (name, text[text.index("experiments") - 200:][:300])
+    assert "git clone" not in text, name

@@ -71,22 +71,26 @@ def test_only_process_zero_writes_the_run_files(tmp_path, monkeypatch, process):
 
   from fedjax_gen import config as config_lib
   from fedjax_gen.diffusion.generator import generate_cached
-  from fedjax_gen.trainer.train import prepare_workdir
+  from fedjax_gen.trainer.workdir import open_run
   from tests.augment.fakes import ConstantGenerator
 
   monkeypatch.setattr(jax, "process_index", lambda *a, **k: process)
   work = tmp_path / "w"
-  prepare_workdir(config_lib.base_config(), str(work))  # checks writability on every process
+  with open_run(config_lib.base_config(), str(work)) as run:  # every process checks
+    run.commit()
   log = outputs.MetricsLog(str(work / "metrics.jsonl"), keep_through_round=0)
   log.append({"round": 1, "global_accuracy": 0.5})
+  log.close()
   outputs.write_json(str(work / "summary.json"), {"global_accuracy": 0.5})
   outputs.plot_accuracy(log.rows, str(work / "acc.png"))
   images = generate_cached(ConstantGenerator(), np.array([0, 2]), 0, str(work / "generated"))
 
   assert log.last("global_accuracy") == 0.5 and images.shape == (2, 2, 2, 1)
-  written = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+  written = sorted(str(p.relative_to(work)) for p in work.rglob("*")
+                   if not p.name.startswith("events.out.tfevents."))
   if process == 0:
-    assert written == ["acc.png", "config.json", "generated", "generated/generated.json",
+    assert len(list(work.glob("events.out.tfevents.*"))) == 1  # TensorBoard's copy
+    assert written == [".lock", "acc.png", "config.json", "generated", "generated/generated.json",
                        "generated/generated.npz", "generated/generator.json",
                        "metrics.jsonl", "summary.json"]
     assert json.loads((work / "metrics.jsonl").read_text()) == log.rows[0]

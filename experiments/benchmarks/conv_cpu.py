@@ -24,16 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 
 import jax
 import numpy as np
 
-from fedjax_gen import models
-from fedjax_gen.algorithms import make_algorithm
-from baselines import default_conv_impl, input_shape, time_interleaved  # experiments/benchmarks/ on sys.path
-from fedjax_gen.data import ClientArrays
-from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy)
+# fedjax_gen_bench of this checkout, if not installed
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from fedjax_gen import models  # noqa: E402
+from fedjax_gen.algorithms import make_algorithm  # noqa: E402
+from fedjax_gen.data import ClientArrays  # noqa: E402
+from fedjax_gen.engine import (ExecutionPlan, LocalSchedule, Simulation,  # noqa: E402
+                               masked_cross_entropy)
+from fedjax_gen_bench.baselines import (default_conv_impl, input_shape,  # noqa: E402
+                                        time_interleaved)
 
 
 def build_round(model_name, conv_impl, plan, clients, examples, batch=64, local_steps=0):

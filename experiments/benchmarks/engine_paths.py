@@ -11,7 +11,11 @@ timed interleaved in one process:
 
 each with XLA's native convolution (`xla`) and, for the convnets, im2col; `auto` marks what
 `fedjax-gen run` chooses today. Models: the MLP, NIID-Bench's simple CNN, PFLlib's CNN4,
-ResNet-18 and the DDPM's UNet. Prints a Markdown table and writes JSON.
+ResNet-18 and the DDPM's UNet. Prints a Markdown table and writes
+`benchmarks/results/engine_paths_<backend>.json` into `--out` (default
+`./fedjax-gen-out/engine_paths`; the models measured before, there or in the committed
+JSON, are kept); `--update-reports` writes the committed
+`experiments/benchmarks/results/` instead.
 
     python experiments/benchmarks/engine_paths.py [--models mlp simple_cnn ...] [--repeats 3]
 """
@@ -31,11 +35,10 @@ import optax
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, HERE):
-  if _path not in sys.path:
-    sys.path.insert(0, _path)
+sys.path.append(ROOT)  # fedjax_gen_bench of this checkout, if not installed
 
-from baselines import auto_choice, input_shape, time_interleaved  # noqa: E402
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
+from fedjax_gen_bench.baselines import auto_choice, input_shape, time_interleaved  # noqa: E402
 
 from fedjax_gen import models  # noqa: E402
 from fedjax_gen.algorithms import fedavg  # noqa: E402
@@ -138,12 +141,14 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--models", nargs="+", default=list(WORKLOADS))
   ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--out", default=os.path.join(HERE, "results",
-                                                f"engine_paths_{jax.default_backend()}.json"))
+  reports_lib.add_arguments(ap, "engine_paths")
   args = ap.parse_args(argv)
+  reports = reports_lib.Reports.from_args(args, "engine_paths")
+  rel = f"benchmarks/results/engine_paths_{jax.default_backend()}.json"
   results = {}
-  if os.path.exists(args.out):
-    with open(args.out) as f:
+  previous = reports.existing(rel)  # the output folder's, else the committed results
+  if previous:
+    with open(previous) as f:
       results = json.load(f)
   for name in args.models:
     convs = ["xla"] if name == "mlp" else ["xla", "im2col"]
@@ -155,8 +160,7 @@ def main(argv=None):
                      "examples_per_s": {k: rounds[k][1] / statistics.median(times[k])
                                         for k in rounds},
                      "round_s_all": times}
-    with open(args.out, "w") as f:
-      json.dump(results, f, indent=1)
+    reports.write_text(rel, json.dumps(results, indent=1))
   print(table(results))
   return 0
 

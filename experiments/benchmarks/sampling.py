@@ -7,8 +7,9 @@
   runs here; real weights: pass --sd-model with a hub id or folder).
 
 Compile time is excluded and reported separately. Writes
-`experiments/benchmarks/results/sampling_<device>.json` and a table into
-`experiments/BENCHMARKS.md`.
+`benchmarks/results/sampling_<device>.json` and a table in `BENCHMARKS.md` into `--out`
+(default `./fedjax-gen-out/sampling`, each path printed); `--update-reports` writes the
+committed `experiments/benchmarks/results/` and `experiments/BENCHMARKS.md` instead.
 
     python experiments/benchmarks/sampling.py
     python experiments/benchmarks/sampling.py --ddpm-dir experiments/runs/ddpm_fmnist/federated/generator
@@ -28,7 +29,10 @@ import jax
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NAME = "sampling"  # its section of BENCHMARKS.md
+sys.path.append(os.path.dirname(os.path.dirname(HERE)))  # fedjax_gen_bench, if not installed
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
+
+NAME = "sampling"  # its section of BENCHMARKS.md, and its output folder
 BEGIN, END = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
 
 
@@ -61,11 +65,11 @@ def _time(generator, num_images: int, repeats: int) -> dict:
 def bench_ddpm(args) -> list[dict]:
   from fedjax_gen import config as config_lib
   from fedjax_gen.diffusion.ddpm import DDPMGenerator, load_ddpm
-  from fedjax_gen.trainer.ddpm import validate
+  from fedjax_gen.trainer.ddpm_options import check_options
   if args.ddpm_dir:
     spec, params = load_ddpm(args.ddpm_dir)
   else:
-    spec = validate(config_lib.load_config("ddpm_fmnist"))
+    spec = check_options(config_lib.load_config("ddpm_fmnist"))  # the config's UNet
     params = spec.init_params(jax.random.key(0))
   rows = []
   for steps in args.ddpm_steps:
@@ -84,7 +88,15 @@ def bench_sd(args) -> list[dict]:
     from fedjax_gen.diffusion import stable_diffusion as sd
   except ImportError as e:
     return [{"generator": "Stable Diffusion", "skipped": f"diffusers not installed ({e})"}]
-  folder = args.sd_model or sd.save_tiny_pipeline(tempfile.mkdtemp(prefix="tiny-sd-"))
+  if args.sd_model:
+    folder = args.sd_model
+  else:  # the tests' tiny random pipeline (tests/tiny_sd.py, in a source checkout)
+    try:
+      from tests.tiny_sd import save_tiny_pipeline
+    except ImportError as e:
+      return [{"generator": "Stable Diffusion", "skipped": f"no --sd-model and no tiny "
+               f"pipeline of a source checkout ({e})"}]
+    folder = save_tiny_pipeline(tempfile.mkdtemp(prefix="tiny-sd-"))
   name = "SD (tiny random pipeline)" if not args.sd_model else f"SD {args.sd_model}"
   components = sd.load_components(folder)
   rows = []
@@ -99,7 +111,7 @@ def bench_sd(args) -> list[dict]:
   return rows
 
 
-def write_report(result: dict, path: str) -> None:
+def write_report(result: dict, reports: reports_lib.Reports) -> None:
   lines = [BEGIN, "## Sampling throughput", "",
            f"Device: {result['device']} (jax {result['jax']}). Command: "
            f"`{result.get('command', 'python experiments/benchmarks/sampling.py')}`; compile "
@@ -113,8 +125,7 @@ def write_report(result: dict, path: str) -> None:
       lines.append(f"| {r['generator']} | {r['steps']} | {r['batch']} | "
                    f"{r['images_per_s']:.2f} | {r['first_call_s']:.1f} |")
   lines.append(END)
-  from fedjax_gen.outputs import write_marked_section
-  write_marked_section(path, NAME, "\n".join(lines), heading="# Benchmarks")
+  reports.write_section("BENCHMARKS.md", NAME, "\n".join(lines), heading="# Benchmarks")
 
 
 def main(argv=None) -> int:
@@ -127,16 +138,16 @@ def main(argv=None) -> int:
   p.add_argument("--sd-batch", type=int, default=8)
   p.add_argument("--batches", type=int, default=2)
   p.add_argument("--repeats", type=int, default=2)
+  reports_lib.add_arguments(p, NAME)
   args = p.parse_args(argv)
+  reports = reports_lib.Reports.from_args(args, NAME)
   result = {"device": _device(), "jax": jax.__version__,
             "command": " ".join(["python", "experiments/benchmarks/sampling.py",
                                  *(sys.argv[1:] if argv is None else argv)]),
             "rows": bench_ddpm(args) + bench_sd(args)}
-  os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
   tag = re.sub(r"[^a-z0-9]+", "_", result["device"].lower()).strip("_")[:40]
-  with open(os.path.join(HERE, "results", f"sampling_{tag}.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  write_report(result, os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"))
+  reports.write_text(f"benchmarks/results/sampling_{tag}.json", json.dumps(result, indent=2))
+  write_report(result, reports)
   return 0
 
 

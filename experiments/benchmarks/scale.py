@@ -26,6 +26,11 @@ Dir(0.5) partition itself.
 
     python experiments/benchmarks/scale.py              # all configurations, report
     python experiments/benchmarks/scale.py --report-only
+
+Writes `benchmarks/results/scale_<backend>.json` and its section of `BENCHMARKS.md` into
+`--out` (default `./fedjax-gen-out/scale`, each path printed; `--report-only` re-renders
+the results there, else the committed ones); `--update-reports` writes the committed
+`experiments/benchmarks/results/` and `experiments/BENCHMARKS.md` instead.
 """
 
 from __future__ import annotations
@@ -42,11 +47,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.path.join(HERE, "results")
-if ROOT not in sys.path:
+if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
   sys.path.insert(0, ROOT)
 
-from round_bench import device_info, rss_mb, save_json, write_section  # noqa: E402
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
+from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
+                                          write_section)
 
 STEPS, BATCH, LR, GROUPS_MIN_SIZE = 10, 32, 0.01, 10
 # (population, clients per round)
@@ -61,9 +67,9 @@ def population(num_clients: int, split: int, seed: int = 0):
   ds = load_dataset("fashion_mnist")
   if num_clients <= 1000:
     return make_federated_data(ds, num_clients=num_clients, partition="dirichlet", alpha=0.5,
-                               seed=seed, min_size=GROUPS_MIN_SIZE, test_fraction=0.0).train
+                               seed=seed, min_client_size=GROUPS_MIN_SIZE, test_fraction=0.0).train
   groups = dirichlet(ds.y_train, num_clients // split, alpha=0.5, seed=seed,
-                     min_size=max(GROUPS_MIN_SIZE, split))
+                     min_client_size=max(GROUPS_MIN_SIZE, split))
   rng = np.random.default_rng(seed)
   parts = [p for g in groups for p in np.array_split(rng.permutation(g), split)]
   return stack_clients(ds.x_train, ds.y_train, parts)
@@ -195,8 +201,9 @@ def report_section(d: dict) -> str:
         f"{'n/a' if dev is None else f'{dev / 2**20:.0f}'} | {r['round_s']:.3f} |")
   if d.get("findings"):
     lines += [""] + d["findings"]
-  lines += ["", "Re-run: `python experiments/benchmarks/scale.py` (`--report-only` re-renders "
-            "from `experiments/benchmarks/results/scale_<backend>.json`).",
+  lines += ["", "Re-run: `python experiments/benchmarks/scale.py --update-reports` "
+            "(`--report-only` re-renders from "
+            "`experiments/benchmarks/results/scale_<backend>.json`).",
             "<!-- scale:end -->"]
   return "\n".join(lines)
 
@@ -231,14 +238,20 @@ def main(argv=None) -> int:
   parser.add_argument("--timeout", type=float, default=900)
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
+  reports_lib.add_arguments(parser, "scale")
   args = parser.parse_args(argv)
   if args.worker:
     print("RESULT " + json.dumps(measure(json.loads(args.worker))), flush=True)
     return 0
   import jax
-  path = os.path.join(RESULTS, f"scale_{jax.default_backend()}.json")
+  reports = reports_lib.Reports.from_args(args, "scale")
+  rel = f"benchmarks/results/scale_{jax.default_backend()}.json"
+  path = reports.path(rel)
   if args.report_only:
-    data = json.load(open(path))
+    previous = reports.existing(rel)  # the output folder's, else the committed results
+    if not previous:
+      raise SystemExit(f"--report-only: no results in {path}")
+    data = json.load(open(previous))
   else:
     data = {"device": device_info(), "args": vars(args), "records": [],
             "command": " ".join(["python"] + sys.argv),
@@ -253,7 +266,8 @@ def main(argv=None) -> int:
       save_json(path, data)
   data["findings"] = findings(data["records"])
   save_json(path, data)
-  write_section("scale", report_section(data))
+  reports.wrote(path)
+  write_section(reports, "scale", report_section(data))
   print("\n".join(data["findings"]))
   return 0
 

@@ -1,5 +1,7 @@
-"""A class-conditional DDPM on Fashion-MNIST, trained by federated learning (10 clients,
-Dirichlet 0.5, FedAvg over the UNet; no image leaves a client) or centrally (`ddpm.central=true`).
+"""A federated (or central) class-conditional DDPM on Fashion-MNIST.
+
+Trained by federated learning (10 clients, Dirichlet 0.5, FedAvg over the UNet; no image
+leaves a client) or centrally (`ddpm.central=true`).
 
     fedjax-gen run ddpm_fmnist --workdir W                 # federated
     fedjax-gen run ddpm_fmnist ddpm.central=true --workdir W    # a server holding all the data

@@ -1,4 +1,4 @@
-"""Gen-FedSD and GenFL on CIFAR-10 with Stable Diffusion (needs a GPU and the SD weights).
+"""Gen-FedSD and GenFL on CIFAR-10 with Stable Diffusion (needs a GPU, SD weights).
 
 The NIID-Bench setup on CIFAR-10 (10 parties, all participating, 50 rounds, 10 local
 epochs, batch 64, SGD lr 0.01 momentum 0.9, Dir(0.5)) with ResNet-18, as in the GenFL paper

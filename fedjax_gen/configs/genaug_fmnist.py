@@ -1,4 +1,4 @@
-"""Generative augmentation against non-IID data on Fashion-MNIST (NIID-Bench setup).
+"""Gen-FedSD and GenFL (generative augmentation) on Fashion-MNIST, NIID-Bench setup.
 
 NIID-Bench's Fashion-MNIST setting (`niid_fmnist`: 10 parties, all participating, 50 rounds,
 10 local epochs, batch 64, SGD lr 0.01 momentum 0.9, simple-CNN, Dir(0.5), global test

@@ -1,4 +1,4 @@
-"""NIID-Bench on Fashion-MNIST (Li et al. 2021, arXiv 2102.02079).
+"""NIID-Bench's Fashion-MNIST label skew (Li et al. 2021, arXiv 2102.02079).
 
 10 parties, all participating, 50 rounds, 10 local epochs, batch 64, SGD lr 0.01
 momentum 0.9, simple-CNN; label skew Dir(0.5) by default, or #C=k:

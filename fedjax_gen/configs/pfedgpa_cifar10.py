@@ -1,5 +1,7 @@
-"""pFedGPA on CIFAR-10 (arXiv 2409.05701): the FedPAC-like setup of `pfedgpa_fmnist` on
-CIFAR-10 (needs tensorflow-datasets, `pip install -e ".[tfds]"`, and is meant for a GPU).
+"""pFedGPA on CIFAR-10 (arXiv 2409.05701), pfedgpa_fmnist's setup; meant for a GPU.
+
+The FedPAC-like setup of `pfedgpa_fmnist` on CIFAR-10 (needs tensorflow-datasets,
+`pip install -e ".[tfds]"`).
 
 20 clients (Dirichlet 0.1, 75/25 local train/test, 4 held out as new clients), 16
 participating, 5 local epochs of batch 50, SGD lr 0.01 momentum 0.5, the FedPAC CNN

@@ -1,5 +1,7 @@
-"""pFedGPA on Fashion-MNIST (arXiv 2409.05701): PFLlib's client split with the training
-setup of FedPAC (Xu et al., ICLR 2023), which pFedGPA's authors follow.
+"""pFedGPA and personalized baselines on Fashion-MNIST (arXiv 2409.05701).
+
+PFLlib's client split with the training setup of FedPAC (Xu et al., ICLR 2023), which
+pFedGPA's authors follow.
 
 20 clients, each split 75/25 into local train/test (PFLlib); 20% of them (4) held out as
 new clients (`new_client_accuracy` after each algorithm's newcomer recipe), the other 16

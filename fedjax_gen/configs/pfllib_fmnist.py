@@ -1,4 +1,4 @@
-"""PFLlib's Fashion-MNIST benchmark (Zhang et al., "PFLlib", arXiv 2312.04992).
+"""PFLlib's personalized-FL benchmark on Fashion-MNIST (arXiv 2312.04992).
 
 20 clients, all participating, each client's data split 75/25 into local train/test,
 PFLlib's 4-layer CNN, 1 local epoch of batch 10, SGD lr 0.005; splits "pathological"

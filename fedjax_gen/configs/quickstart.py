@@ -1,4 +1,4 @@
-"""Quickstart: FedAvg on scikit-learn's digits (no download), 20 clients, Dirichlet 0.3.
+"""FedAvg on scikit-learn's digits (no download), 20 clients, Dirichlet 0.3.
 
     fedjax-gen run quickstart --workdir /tmp/quickstart
 """

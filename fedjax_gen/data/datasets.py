@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -122,8 +123,12 @@ def read_idx(path: str) -> np.ndarray:
     ValueError: the file is not a valid IDX file.
   """
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+    raise ValueError(f"{path} is truncated or corrupt ({e}); re-download or reinstall "
+                     "it.") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
     raise ValueError(f"{path} is not an IDX file (bad magic number "
                      f"{raw[:4].hex()}); re-download or reinstall it.")
@@ -144,12 +149,12 @@ def _idx_path(data_dir: str, stem: str, name: str) -> str:
                os.path.join(data_dir, stem)):
     if os.path.isfile(path):
       return path
-  what = ("folder" if not os.path.isdir(data_dir) else "file")
-  missing = data_dir if what == "folder" else os.path.join(data_dir, stem)
+  missing = (f"folder {data_dir} does not exist" if not os.path.isdir(data_dir) else
+             f"{data_dir} has neither {stem}.gz nor {stem}")
   hint = ("install it with `apt-get install -y dataset-fashion-mnist`, "
           if name == "fashion_mnist" else "")
   raise FileNotFoundError(
-      f"{name} IDX {what} not found: {missing}[.gz]. Fix: {hint}pass "
+      f"{name} IDX files not found: {missing}. Fix: {hint}pass "
       "data.dir=<folder with the four IDX files> (data_dir= in Python), or use "
       "data.source=tfds when online.")
 

@@ -79,7 +79,7 @@ def local_split_seed(seed: int) -> int:
 def make_federated_data(dataset: Dataset, *, num_clients: int,
                         partition: str, seed: int, alpha: float = 0.5,
                         classes_per_client: int = 2, shards_per_client: int = 2,
-                        min_size: int = 10, test_fraction: float = 0.25
+                        min_client_size: int = 10, test_fraction: float = 0.25
                         ) -> FederatedData:
   """Partitions a dataset's train split across clients and stacks it.
 
@@ -95,7 +95,7 @@ def make_federated_data(dataset: Dataset, *, num_clients: int,
     alpha: Dirichlet concentration ("dirichlet", "quantity").
     classes_per_client: labels per client ("label_k").
     shards_per_client: shards per client ("shards").
-    min_size: minimum client size ("dirichlet", "quantity").
+    min_client_size: minimum client size ("dirichlet", "quantity").
     test_fraction: fraction of each client's data held out locally, [0, 1).
 
   Returns:
@@ -104,7 +104,7 @@ def make_federated_data(dataset: Dataset, *, num_clients: int,
   parts = _partition(
       dataset.y_train, num_clients, partition, seed=seed, alpha=alpha,
       classes_per_client=classes_per_client,
-      shards_per_client=shards_per_client, min_size=min_size)
+      shards_per_client=shards_per_client, min_client_size=min_client_size)
   train, test = split_local(
       parts, test_fraction=test_fraction, seed=local_split_seed(seed))
   return FederatedData(

@@ -46,15 +46,15 @@ def _check_alpha(alpha: float) -> None:
                      f"more skewed, e.g. 0.5), got {alpha!r}.")
 
 
-def _check_min_size(min_size: int, num_clients: int, n: int) -> int:
-  """Validates min_size; returns the effective minimum (at least 1)."""
-  if not _is_int(min_size) or min_size < 0:
-    raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}.")
-  if min_size * num_clients > n:
-    raise ValueError(f"min_size={min_size} x num_clients={num_clients} "
-                     f"exceeds the {n} examples; lower min_size or "
+def _check_min_size(min_client_size: int, num_clients: int, n: int) -> int:
+  """Validates min_client_size; returns the effective minimum (at least 1)."""
+  if not _is_int(min_client_size) or min_client_size < 0:
+    raise ValueError(f"min_client_size must be an integer >= 0, got {min_client_size!r}.")
+  if min_client_size * num_clients > n:
+    raise ValueError(f"min_client_size={min_client_size} x num_clients={num_clients} "
+                     f"exceeds the {n} examples; lower min_client_size or "
                      "num_clients.")
-  return max(int(min_size), 1)
+  return max(int(min_client_size), 1)
 
 
 def _finish(parts: Sequence, what: str) -> list[np.ndarray]:
@@ -84,27 +84,27 @@ def iid(labels, num_clients: int, *, seed: int) -> list[np.ndarray]:
 
 
 def dirichlet(labels, num_clients: int, *, alpha: float, seed: int,
-              min_size: int = 10) -> list[np.ndarray]:
+              min_client_size: int = 10) -> list[np.ndarray]:
   """NIID-Bench "noniid-labeldir": per-class proportions ~ Dir(alpha).
 
   For each class, the shuffled examples are split by proportions drawn from
   Dir(alpha) over clients; clients already holding >= N/num_clients examples
   get proportion 0 (renormalised). The whole draw is repeated until every
-  client has >= max(min_size, 1) examples.
+  client has >= max(min_client_size, 1) examples.
 
   Args:
     labels: [N] integer class labels.
     num_clients: number of clients.
     alpha: Dirichlet concentration (> 0); smaller is more label-skewed.
     seed: random seed.
-    min_size: minimum examples per client.
+    min_client_size: minimum examples per client.
 
   Returns:
     One sorted int64 index array per client; all examples are used.
   """
   labels = _check_labels(labels, num_clients)
   _check_alpha(alpha)
-  need = _check_min_size(min_size, num_clients, len(labels))
+  need = _check_min_size(min_client_size, num_clients, len(labels))
   rng = np.random.default_rng(seed)
   n = len(labels)
   by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
@@ -130,12 +130,12 @@ def dirichlet(labels, num_clients: int, *, alpha: float, seed: int,
             f"dirichlet partition cannot give every client >= {need} examples (alpha="
             f"{alpha}, num_clients={num_clients}, N={n}): in {len(short)} draws "
             f"{min(short)}-{max(short)} clients fell short (mean {np.mean(short):.1f}), so "
-            "a draw with none is out of reach; lower min_size, raise alpha, or lower "
+            "a draw with none is out of reach; lower min_client_size, raise alpha, or lower "
             "num_clients (or partition fewer clients and split each).")
   raise ValueError(
       f"dirichlet partition found no draw with every client holding >= "
       f"{need} examples in {_MAX_ATTEMPTS} attempts (alpha={alpha}, "
-      f"num_clients={num_clients}, N={n}); lower min_size, raise alpha, or "
+      f"num_clients={num_clients}, N={n}); lower min_client_size, raise alpha, or "
       "lower num_clients.")
 
 
@@ -195,14 +195,14 @@ def label_k(labels, num_clients: int, *, k: int, seed: int
   return _finish(parts, f"label_k (k={k})")
 
 
-def pathological(labels, num_clients: int, *, k: int, seed: int, min_size: int = 40
+def pathological(labels, num_clients: int, *, k: int, seed: int, min_client_size: int = 40
                  ) -> list[np.ndarray]:
   """PFLlib's "pat" split (Zhang et al., arXiv 2312.04992, `dataset_utils.separate_data`,
   unbalanced): the classes are dealt in order to the clients that still want one, each
   class to the first ceil(num_clients / K * k) of them, so clients hold k consecutive
   classes (20 clients, 10 classes, k=2: clients 0-3 hold {0, 1}, 4-7 {2, 3}, ...). A
   class is shared in random sizes: every holder but the last draws an integer in
-  [max(n_c / h / 10, min_size / K), n_c / h) (n_c examples, h holders), the last gets the
+  [max(n_c / h / 10, min_client_size / K), n_c / h) (n_c examples, h holders), the last gets the
   rest. Unlike `label_k` (NIID-Bench's #C=k: a client's other labels at random), the
   classes a client pairs are fixed, which decides how hard its local task is.
 
@@ -211,7 +211,7 @@ def pathological(labels, num_clients: int, *, k: int, seed: int, min_size: int =
     num_clients: number of clients.
     k: classes per client, 1 <= k <= K.
     seed: random seed (shuffles each class and draws the sizes).
-    min_size: PFLlib's `least_samples`, the floor of the size draws (times K).
+    min_client_size: PFLlib's `least_samples`, the floor of the size draws (times K).
 
   Returns:
     One sorted int64 index array per client.
@@ -227,7 +227,7 @@ def pathological(labels, num_clients: int, *, k: int, seed: int, min_size: int =
       continue
     idx = rng.permutation(np.flatnonzero(labels == c))
     mean = len(idx) / len(holders)
-    low = max(mean / 10, min_size / len(classes))
+    low = max(mean / 10, min_client_size / len(classes))
     sizes = (rng.integers(int(low), max(int(mean), int(low) + 1), len(holders) - 1)
              if low < mean else np.full(len(holders) - 1, int(mean)))
     sizes = [*sizes.tolist(), len(idx) - int(sizes.sum())]
@@ -275,7 +275,7 @@ def shards(labels, num_clients: int, *, shards_per_client: int = 2,
 
 
 def quantity(labels, num_clients: int, *, alpha: float, seed: int,
-             min_size: int = 10) -> list[np.ndarray]:
+             min_client_size: int = 10) -> list[np.ndarray]:
   """NIID-Bench "iid-diff-quantity": iid labels, client sizes ~ Dir(alpha).
 
   Args:
@@ -283,14 +283,14 @@ def quantity(labels, num_clients: int, *, alpha: float, seed: int,
     num_clients: number of clients.
     alpha: Dirichlet concentration (> 0); smaller is more size-skewed.
     seed: random seed.
-    min_size: minimum examples per client (at least 1 is enforced).
+    min_client_size: minimum examples per client (at least 1 is enforced).
 
   Returns:
     One sorted int64 index array per client; all examples are used.
   """
   labels = _check_labels(labels, num_clients)
   _check_alpha(alpha)
-  need = _check_min_size(min_size, num_clients, len(labels))
+  need = _check_min_size(min_client_size, num_clients, len(labels))
   rng = np.random.default_rng(seed)
   perm = rng.permutation(len(labels))
   for _ in range(_MAX_ATTEMPTS):
@@ -304,13 +304,13 @@ def quantity(labels, num_clients: int, *, alpha: float, seed: int,
   raise ValueError(
       f"quantity partition found no draw with every client holding >= {need} "
       f"examples in {_MAX_ATTEMPTS} attempts (alpha={alpha}, num_clients="
-      f"{num_clients}, N={len(labels)}); lower min_size, raise alpha, or "
+      f"{num_clients}, N={len(labels)}); lower min_client_size, raise alpha, or "
       "lower num_clients.")
 
 
 def partition(labels, num_clients: int, method: str, *, seed: int,
               alpha: float = 0.5, classes_per_client: int = 2,
-              shards_per_client: int = 2, min_size: int = 10
+              shards_per_client: int = 2, min_client_size: int = 10
               ) -> list[np.ndarray]:
   """Dispatches to a partition function by name.
 
@@ -322,7 +322,7 @@ def partition(labels, num_clients: int, method: str, *, seed: int,
     alpha: Dirichlet concentration for "dirichlet" and "quantity".
     classes_per_client: k for "label_k" and "pathological".
     shards_per_client: shards per client for "shards".
-    min_size: minimum client size for "dirichlet" and "quantity"; the size floor of
+    min_client_size: minimum client size for "dirichlet" and "quantity"; the size floor of
       "pathological".
 
   Returns:
@@ -332,18 +332,18 @@ def partition(labels, num_clients: int, method: str, *, seed: int,
     return iid(labels, num_clients, seed=seed)
   if method == "dirichlet":
     return dirichlet(labels, num_clients, alpha=alpha, seed=seed,
-                     min_size=min_size)
+                     min_client_size=min_client_size)
   if method == "label_k":
     return label_k(labels, num_clients, k=classes_per_client, seed=seed)
   if method == "pathological":
     return pathological(labels, num_clients, k=classes_per_client, seed=seed,
-                        min_size=min_size)
+                        min_client_size=min_client_size)
   if method == "shards":
     return shards(labels, num_clients, shards_per_client=shards_per_client,
                   seed=seed)
   if method == "quantity":
     return quantity(labels, num_clients, alpha=alpha, seed=seed,
-                    min_size=min_size)
+                    min_client_size=min_client_size)
   raise ValueError(f"Unknown partition {method!r}; use one of {PARTITIONS}.")
 
 

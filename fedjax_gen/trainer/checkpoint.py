@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from fedjax_gen.outputs import saved_rounds
+
+__all__ = ["Checkpointer", "saved_rounds"]
 
 
 class Checkpointer:
   """Saves `{"server", "clients", "elapsed_s"}` every few rounds into `workdir/checkpoints`."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2):
+    self.workdir = os.path.abspath(workdir)
     self.manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        os.path.join(self.workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_round(self) -> int:
@@ -25,13 +32,46 @@ class Checkpointer:
     state = {"server": server, "clients": clients, "elapsed_s": np.float64(elapsed_s)}
     self.manager.save(round_, args=ocp.args.StandardSave(state))
 
-  def restore(self, server, clients):
-    """Restores the latest checkpoint into the structure (and shardings) of the given states."""
+  def restore(self, server, clients, *, set_aside: bool = True):
+    """`(server, clients, elapsed_s, round)` from the newest readable checkpoint, into the
+    structure (and shardings) of the given states. An unreadable newer one is named in a
+    one-line warning and, with `set_aside`, moved to `workdir/unreadable-checkpoint-N` (the
+    run will save that round again). None readable: a ValueError naming the folders."""
     target = {"server": server, "clients": clients, "elapsed_s": np.float64(0)}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    state = self.manager.restore(self.manager.latest_step(),
-                                 args=ocp.args.StandardRestore(abstract))
-    return state["server"], state["clients"], float(state["elapsed_s"])
+    bad = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # orbax and TensorStore raise many kinds on a damaged file
+        first = (str(e).splitlines() or [""])[0]
+        bad.append((step, f"{type(e).__name__}: {first[:150]}{'...' if len(first) > 150 else ''}"))
+        continue
+      for b, why in bad:
+        self._unreadable(b, why, step, set_aside)
+      return state["server"], state["clients"], float(state["elapsed_s"]), int(step)
+    folders = ", ".join(os.path.join(self.workdir, "checkpoints", str(b)) for b, _ in bad)
+    raise ValueError(f"No checkpoint in {self.workdir!r} can be read ({folders}: "
+                     f"{bad[0][1] if bad else 'none saved'}). If the run's code or config "
+                     "changed, use a new --workdir; if the files are damaged, remove "
+                     "those folders to start over.")
+
+  def _unreadable(self, step: int, why: str, fallback: int, set_aside: bool) -> None:
+    folder = os.path.join(self.workdir, "checkpoints", str(step))
+    if set_aside:
+      moved = os.path.join(self.workdir, f"unreadable-checkpoint-{step}")
+      shutil.rmtree(moved, ignore_errors=True)
+      shutil.move(folder, moved)
+      self.manager.reload()
+      where = f"moved to {moved}"
+    else:
+      where = "left in place"
+    print(f"fedjax-gen: warning: checkpoint {folder} is unreadable ({why}); {where}, "
+          f"using round {fallback}", file=sys.stderr)
+
+  def wait(self) -> None:
+    """Blocks until a pending (asynchronous) save is on disk."""
+    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()

@@ -10,6 +10,7 @@ The run leaves `generator/` (the trained DDPM, EMA weights, see `ddpm.DDPMGenera
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -29,7 +30,9 @@ from fedjax_gen.trainer import options
 from fedjax_gen.trainer import plan as plan_lib
 from fedjax_gen.trainer.checkpoint import Checkpointer
 from fedjax_gen.trainer.ddpm_options import check_options, guidance_scales
-from fedjax_gen.trainer.train import load_federated_data, prepare_workdir
+from fedjax_gen.trainer.train import load_federated_data
+from fedjax_gen.trainer.workdir import Interrupted, Run, open_run, training
+
 
 def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes) the DDPM of `config` in `workdir`; returns the summary."""
@@ -38,8 +41,17 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if d.central:
     config = config.copy_and_resolve_references()
     config.update(num_clients=1, clients_per_round=1, partition="iid")
-  prepare_workdir(config, workdir, resumable=("sample",))
-  fed = load_federated_data(config)
+  with open_run(config, workdir, resumable=("sample",)) as run:
+    fed = load_federated_data(config)
+    run.commit()
+    return _train(config, run, fed, spec)
+
+
+def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> dict:
+  """`train_ddpm`'s round loop (resumed from the newest readable checkpoint), generator,
+  quality and summary."""
+  workdir = run.workdir
+  d = config.ddpm
   if tuple(fed.train.x.shape[2:]) != spec.image_shape:
     spec = DDPMSpec(tuple(fed.train.x.shape[2:]), fed.num_classes, spec.channels,
                     spec.num_res_blocks, spec.diffusion_steps, spec.noise_schedule)
@@ -60,9 +72,9 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- resume ----------------------------------------------------------------------------
   ckpt = Checkpointer(workdir)
-  start, elapsed = ckpt.latest_round(), 0.0
-  if start:
-    (server, ema), client_states, elapsed = ckpt.restore((server, ema), client_states)
+  start, elapsed = 0, 0.0
+  if ckpt.latest_round():
+    (server, ema), client_states, elapsed, start = ckpt.restore((server, ema), client_states)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_through_round=start)
   update_ema = jax.jit(lambda e, p: jax.tree.map(
       lambda a, b: d.ema_decay * a + (1 - d.ema_decay) * b, e, p))
@@ -72,22 +84,32 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
   bar = tqdm(range(start + 1, config.rounds + 1), initial=start, total=config.rounds,
              desc=config.get("experiment", "ddpm"), disable=not config.progress, unit="round")
   t_last = time.perf_counter()
-  for r in bar:
-    server, client_states, metrics = sim.round(server, client_states, jax.random.fold_in(key, r))
-    ema = update_ema(ema, server.params)
-    loss = float(metrics.train_loss)  # syncs; rounds of a DDPM are long, the sync is cheap
-    if not np.isfinite(loss):
-      raise FloatingPointError(f"DDPM loss became {loss} at round {r}; the last checkpoint "
-                               f"(round {ckpt.latest_round()}) is intact. Try a smaller lr.")
-    now = time.perf_counter()
-    elapsed += now - t_last
-    t_last = now
-    log.append({"round": r, "train_loss": loss, "elapsed_s": elapsed})
-    bar.set_postfix(loss=f"{loss:.4f}")
-    if r == config.rounds or (config.checkpoint_every and r % config.checkpoint_every == 0):
-      ckpt.save(r, (server, ema), client_states, elapsed)
-      t_last = time.perf_counter()  # checkpoint time is not training time
-  ckpt.close()
+  with training(run, ckpt) as stop_requested, bar, contextlib.closing(log):
+    for r in bar:
+      server, client_states, metrics = sim.round(server, client_states,
+                                                 jax.random.fold_in(key, r))
+      ema = update_ema(ema, server.params)
+      loss = float(metrics.train_loss)  # syncs; rounds of a DDPM are long, the sync is cheap
+      if not np.isfinite(loss):
+        ckpt.wait()
+        last = ckpt.latest_round()
+        raise FloatingPointError(
+            f"DDPM loss became {loss} at round {r}; stopped. "
+            + (f"The last checkpoint (round {last}) is intact. " if last else
+               "No checkpoint was saved before it. ") + "Try a smaller lr.")
+      now = time.perf_counter()
+      elapsed += now - t_last
+      t_last = now
+      log.append({"round": r, "train_loss": loss, "elapsed_s": elapsed})
+      bar.set_postfix(loss=f"{loss:.4f}")
+      stop = stop_requested()
+      if (r == config.rounds or stop
+          or (config.checkpoint_every and r % config.checkpoint_every == 0)):
+        ckpt.save(r, (server, ema), client_states, elapsed)
+        t_last = time.perf_counter()  # checkpoint time is not training time
+      if stop:
+        ckpt.wait()
+        raise Interrupted(workdir, r, stop)
 
   # --- generator, quality, summary -------------------------------------------------------
   generator_dir = os.path.join(workdir, "generator")
@@ -141,5 +163,5 @@ def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
     quality.plot_guidance_sweep(sweep, os.path.join(workdir, "guidance.png"),
                                 title=f"{kind} DDPM after {config.rounds} rounds")
   plot_accuracy(log.rows, os.path.join(workdir, "loss.png"), title="DDPM training loss",
-                series=(("train_loss", "noise-prediction loss"),), ylabel="loss")
+                series=(("train_loss", "noise-prediction loss"),), ylabel="loss", loss=None)
   return summary

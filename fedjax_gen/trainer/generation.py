@@ -55,7 +55,7 @@ OPTIONS = (
     Option("base_algorithm", "fedavg", "what trains on Gen-FedSD's augmented data"),
 )
 
-GENFL_OPTIONS = (
+GENFL_OPTIONS = tuple(o._replace(algorithms=("genfl", "aigc_only")) for o in (
     Option("synthetic_per_class", 100, "GenFL / AIGC-only: the server's balanced set"),
     Option("share", 0.2, "share of the synthetic set each client receives, [0, 1]"),
     Option("generator_on", "server", "server | clients: where clients' shares are generated"),
@@ -64,7 +64,7 @@ GENFL_OPTIONS = (
     Option("lam_decay", 0.9, "exp: lam0 * decay**t"),
     Option("server_steps", 10, "server SGD steps on synthetic data per round"),
     Option("skew_weight", 0.5, "client weight ~ size * (1 - skew_weight * entropy deficit)"),
-)
+))
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TRAIN_HINT = ("train one with `fedjax-gen run ddpm_fmnist --workdir W` and pass "

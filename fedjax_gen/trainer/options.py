@@ -5,7 +5,9 @@ re-evaluated run may change, read from each key's `Option.role`."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from typing import Any, Iterable
 
 import ml_collections
@@ -147,6 +149,12 @@ def validate(c: ml_collections.ConfigDict, *, custom_model: bool = False,
     if not c[key] > 0:
       raise ValueError(f"{key} must be > 0, got {c[key]}.")
 
+  for key, value in flatten(c).items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"{key}={value} is not a finite number; give a finite value.")
+  if isinstance(c.seed, bool) or not isinstance(c.seed, int) or not 0 <= c.seed < 2**32:
+    raise ValueError(f"seed must be an integer in [0, 2**32), got {c.seed!r}.")
+
   for key in ("batch_size", "rounds", "lr", "num_clients", "clients_per_round", "eval_every"):
     positive(key)
   if not custom_model and c.model not in models.MODELS:
@@ -197,9 +205,11 @@ def _parse(key: str, text: str, current):
   for kind in (int, float):
     if isinstance(current, kind):
       try:
-        return kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-      except ValueError:
-        raise ValueError(f"{key}={text!r}: expected a number ({kind.__name__}).") from None
+        if kind is int and not text.lstrip("+-").isdigit() and float(text).is_integer():
+          return int(float(text))  # 1e3
+        return kind(text)
+      except (ValueError, OverflowError):
+        raise ValueError(f"{key}={text!r}: expected {'an integer' if kind is int else 'a number'}.") from None
   return text
 
 
@@ -207,15 +217,18 @@ def _unknown(key: str, config) -> ValueError:
   if key in RENAMED:
     return ValueError(f"Config key {key!r} is now {RENAMED[key]!r} (options are nested by "
                       f"family); write {RENAMED[key]}=...")
-  family = key.split(".")[0]
-  if family in FAMILIES:
-    names = ", ".join(f"{family}.{o.name}" for o in FAMILIES[family])
-    return ValueError(f"Unknown config key {key!r}; the {family} family has: {names}.")
-  top = ", ".join(sorted(k for k in config if not isinstance(config[k],
-                                                            ml_collections.ConfigDict)))
-  return ValueError(f"Unknown config key {key!r}; top-level keys: {top}; families: "
-                    f"{', '.join(f'{f}.*' for f in FAMILIES)} (`fedjax-gen config "
-                    "EXPERIMENT` lists them all).")
+  keys = list(dict.fromkeys([*all_options(), *(
+      k for k in config if not isinstance(config[k], ml_collections.ConfigDict))]))
+  close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+  if not close:  # a nested key's bare name, or near it: `min_size` for `data.min_client_size`
+    by_name = {}
+    for k in keys:
+      by_name.setdefault(k.rpartition(".")[2], []).append(k)
+    names = difflib.get_close_matches(key.rpartition(".")[2], by_name, n=3, cutoff=0.6)
+    close = [k for name in names for k in by_name[name]][:3]
+  hint = f"did you mean {' or '.join(close)}? " if close else ""
+  return ValueError(f"Unknown config key {key!r}; {hint}`fedjax-gen config EXPERIMENT` "
+                    "lists every key with its meaning.")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]

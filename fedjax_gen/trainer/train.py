@@ -7,10 +7,11 @@ Bring your own model, dataset or algorithm by passing them (`model=`, `dataset=`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import sys
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -26,46 +27,14 @@ from fedjax_gen import models
 from fedjax_gen.algorithms import make_algorithm, pfedgpa
 from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, masked_cross_entropy,
                                personalized_summary)
-from fedjax_gen.outputs import MetricsLog, atomic_write, plot_accuracy, write_json
+from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
 from fedjax_gen.trainer import generation, options
 from fedjax_gen.trainer import plan as plan_lib
-from fedjax_gen.trainer.checkpoint import Checkpointer
+from fedjax_gen.trainer.checkpoint import Checkpointer, saved_rounds
+from fedjax_gen.trainer.workdir import Interrupted, Run, open_run, training
 from fedjax_gen.types import FederatedAlgorithm
 
 Dataset = tuple  # (x_train, y_train, x_test, y_test) NumPy arrays, integer labels
-
-
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str, *,
-                    resumable: tuple[str, ...] = (), custom: dict | None = None) -> None:
-  """Creates the work folder, checks it is writable and was made by this config: only
-  keys whose role is "free" (or in `resumable`, e.g. a DDPM's "sample" keys) may differ.
-  `custom`: what the caller passed instead of the config's model, dataset or algorithm,
-  recorded in `config.json` and part of the run's identity."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write-test-")  # one per process
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f"Work folder {workdir!r} is not writable ({e.strerror}); pass "
-                          "--workdir pointing to a folder you can write.") from None
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json())
-  if custom:
-    current["custom"] = custom
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    diff = options.changed(saved, current, allowed=("free", *resumable))
-    if diff:
-      old, new = options.flatten(saved), options.flatten(current)
-      old = {options.RENAMED.get(k, k): v for k, v in old.items()}
-      changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" if k in new
-                          else f"{k}={old[k]!r}, a key this version no longer has"
-                          for k in diff)
-      raise ValueError(f"Work folder {workdir!r} holds a run of a different config "
-                       f"({changes}). Use a new --workdir, or delete this one to start over.")
-  atomic_write(path, json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
 def load_federated_data(config: ml_collections.ConfigDict,
@@ -77,7 +46,7 @@ def load_federated_data(config: ml_collections.ConfigDict,
   return data_lib.make_federated_data(
       dataset, num_clients=config.num_clients, partition=config.partition, seed=config.seed,
       alpha=config.alpha, classes_per_client=config.classes_per_client,
-      shards_per_client=d.shards_per_client, min_size=d.min_client_size,
+      shards_per_client=d.shards_per_client, min_client_size=d.min_client_size,
       test_fraction=d.test_fraction)
 
 
@@ -160,6 +129,8 @@ class _Setup(NamedTuple):
   new_ids: np.ndarray
   conv_impl: str
   aug_summary: dict | None
+  label_counts: np.ndarray
+  class_names: Sequence[str]
 
 
 AlgorithmArg = FederatedAlgorithm | Callable[..., FederatedAlgorithm] | None
@@ -194,20 +165,15 @@ def describe_custom(model: nn.Module | None, dataset: data_lib.Dataset | None,
   return out
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str, *, heatmap: bool = False,
+def _setup(config: ml_collections.ConfigDict, workdir: str, *,
            model: nn.Module | None = None, dataset: data_lib.Dataset | None = None,
            algorithm: AlgorithmArg = None) -> _Setup:
   """Data (with a generative algorithm's synthetic part, cached in `workdir`), model,
-  algorithm, simulation and evaluator of `config`; no training. `heatmap`: save the
-  clients' label counts as `workdir/label_counts.png`. `model`, `dataset`, `algorithm`
-  replace what the config names."""
+  algorithm, simulation and evaluator of `config`; no training. `model`, `dataset`,
+  `algorithm` replace what the config names."""
   fed = load_federated_data(config, dataset)
-  if config.data.show_label_counts:
-    print(data_lib.format_label_counts(fed.label_counts, fed.class_names))
-  if heatmap:
-    data_lib.save_label_heatmap(fed.label_counts, os.path.join(workdir, "label_counts.png"),
-                                class_names=fed.class_names,
-                                title=f"{config.dataset} {config.partition}")
+  if config.data.show_label_counts:  # stderr: stdout carries only the summary
+    print(data_lib.format_label_counts(fed.label_counts, fed.class_names), file=sys.stderr)
   aug = aug_summary = None
   if config.algorithm in generation.GENERATIVE and algorithm is None:
     aug, aug_summary = generation.prepare(config, fed, workdir)  # generator checked first
@@ -247,7 +213,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *, heatmap: bool = F
                    train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=r.eval_batch_size)
-  return _Setup(sim, evaluator, params, train_ids, new_ids, choice.conv_impl, aug_summary)
+  return _Setup(sim, evaluator, params, train_ids, new_ids, choice.conv_impl, aug_summary,
+                fed.label_counts, fed.class_names)
 
 
 def _eval_key(config, round_: int) -> jax.Array:
@@ -272,15 +239,15 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def restore_run(config: ml_collections.ConfigDict, workdir: str):
   """`(setup, server, client_states, round)`: the run in `workdir` built under `config`
-  and restored from its last checkpoint (a ValueError if it has none yet)."""
+  and restored from its newest readable checkpoint (a ValueError if it has none yet).
+  Writes nothing."""
+  if not saved_rounds(workdir):
+    raise ValueError(f"{workdir!r} has no checkpoint yet; let the run save one first.")
+  s = _setup(config, workdir)
   ckpt = Checkpointer(workdir)
   try:
-    last = ckpt.latest_round()
-    if not last:
-      raise ValueError(f"{workdir!r} has no checkpoint yet; let the run save one first.")
-    s = _setup(config, workdir)
     server, client_states = s.sim.init(s.params)
-    server, client_states, _ = ckpt.restore(server, client_states)
+    server, client_states, _, last = ckpt.restore(server, client_states, set_aside=False)
   finally:
     ckpt.close()
   return s, server, client_states, last
@@ -297,6 +264,12 @@ def evaluate_checkpoint(workdir: str, overrides: Sequence[str] = ()) -> dict:
     raise ValueError(f"`eval` re-evaluates classifier runs; {workdir!r} holds a "
                      f"{run_config.task!r} run.")
   config = options.apply_overrides(run_config, list(overrides))
+  known = options.all_options()
+  for item in overrides:
+    key = options.RENAMED.get(item.split("=", 1)[0].strip(), item.split("=", 1)[0].strip())
+    if key in known and not options.applies(known[key], config.algorithm):
+      print(f"fedjax-gen: warning: {key} does not apply to this run's algorithm "
+            f"({config.algorithm}); it changes nothing.", file=sys.stderr)
   not_eval = options.changed(json.loads(run_config.to_json()), json.loads(config.to_json()),
                              allowed=("eval", "free"))
   if not_eval:
@@ -331,18 +304,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                    custom_dataset=dataset is not None, custom_algorithm=algorithm is not None)
   dataset = _dataset(dataset)
   custom = describe_custom(model, dataset, algorithm)
-  prepare_workdir(config, workdir, custom=custom)
-  s = _setup(config, workdir, heatmap=True, model=model, dataset=dataset,
-             algorithm=algorithm)
+  with open_run(config, workdir, custom=custom) as run:
+    s = _setup(config, workdir, model=model, dataset=dataset, algorithm=algorithm)
+    run.commit()  # the folder now belongs to this config
+    data_lib.save_label_heatmap(s.label_counts, os.path.join(workdir, "label_counts.png"),
+                                class_names=s.class_names,
+                                title=f"{config.dataset} {config.partition}")
+    return _train(config, run, s, custom)
+
+
+def _train(config: ml_collections.ConfigDict, run: Run, s: _Setup, custom: dict) -> dict:
+  """The round loop of `train_and_evaluate` (resumed from the newest readable checkpoint),
+  then the summary and plots."""
+  workdir = run.workdir
   sim, evaluator, train_ids, new_ids = s.sim, s.evaluator, s.train_ids, s.new_ids
   server, client_states = sim.init(s.params)
 
   # --- resume ----------------------------------------------------------------------------
   ckpt = Checkpointer(workdir)
-  start = ckpt.latest_round()
-  elapsed = 0.0
-  if start:
-    server, client_states, elapsed = ckpt.restore(server, client_states)
+  start, elapsed = 0, 0.0
+  if ckpt.latest_round():
+    server, client_states, elapsed, start = ckpt.restore(server, client_states)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_through_round=start)
 
   # --- round loop: metrics stay on device until a log point ---------------------------
@@ -351,41 +333,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   bar = tqdm(range(start + 1, config.rounds + 1), initial=start, total=config.rounds,
              desc=config.experiment if "experiment" in config else "run",
              disable=not config.progress, unit="round")
-  for r in bar:
-    server, client_states, round_metrics = sim.round(server, client_states,
-                                                     jax.random.fold_in(key, r))
-    extra = dict(sim.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
-    if hasattr(server, "diffusion_loss"):
-      extra["diffusion_loss"] = server.diffusion_loss
-    pending.append((r, round_metrics.train_loss, extra))
-    is_eval = r % config.eval_every == 0 or r == config.rounds
-    is_ckpt = r == config.rounds or (config.checkpoint_every and r % config.checkpoint_every == 0)
-    if not (is_eval or is_ckpt):
-      continue
-    losses, extras = jax.device_get(([loss for _, loss, _ in pending],  # syncs: rounds done
-                                     [e for _, _, e in pending]))
-    now = time.perf_counter()
-    elapsed += now - t_last
-    clients_per_s = len(pending) * config.clients_per_round / (now - t_last)
-    for (rr, _, _), loss, extra in zip(pending, losses, extras):
-      if not np.isfinite(loss):
-        raise FloatingPointError(
-            f"Training loss became {loss} at round {rr}; stopped. The last checkpoint (round "
-            f"{ckpt.latest_round()}) is intact. Try a smaller lr or check the data.")
-      row = {"round": rr, "train_loss": float(loss), **{k: float(v) for k, v in extra.items()}}
-      if rr == r:
-        row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
-        if is_eval:
-          row.update(evaluate(config, sim, evaluator, server, client_states, train_ids,
-                              new_ids, _eval_key(config, r)))
-          shown = {"acc": row["global_accuracy"], "pacc": row.get("personalized_accuracy")}
-          bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None},
-                          clients_s=f"{clients_per_s:.1f}")
-      log.append(row)
-    if is_ckpt:
-      ckpt.save(r, server, client_states, elapsed)
-    pending, t_last = [], time.perf_counter()
-  ckpt.close()
+  with training(run, ckpt) as stop_requested, bar, contextlib.closing(log):
+    for r in bar:
+      server, client_states, round_metrics = sim.round(server, client_states,
+                                                       jax.random.fold_in(key, r))
+      extra = dict(sim.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
+      if hasattr(server, "diffusion_loss"):
+        extra["diffusion_loss"] = server.diffusion_loss
+      pending.append((r, round_metrics.train_loss, extra))
+      stop = stop_requested()
+      is_eval = r % config.eval_every == 0 or r == config.rounds
+      is_ckpt = (r == config.rounds or stop
+                 or (config.checkpoint_every and r % config.checkpoint_every == 0))
+      if not (is_eval or is_ckpt):
+        continue
+      losses, extras = jax.device_get(([loss for _, loss, _ in pending],  # syncs: rounds done
+                                       [e for _, _, e in pending]))
+      now = time.perf_counter()
+      elapsed += now - t_last
+      clients_per_s = len(pending) * config.clients_per_round / (now - t_last)
+      for (rr, _, _), loss, extra in zip(pending, losses, extras):
+        if not np.isfinite(loss):
+          ckpt.wait()
+          last = ckpt.latest_round()
+          raise FloatingPointError(
+              f"Training loss became {loss} at round {rr}; stopped. "
+              + (f"The last checkpoint (round {last}) is intact. " if last else
+                 "No checkpoint was saved before it. ")
+              + "Try a smaller lr or check the data.")
+        row = {"round": rr, "train_loss": float(loss),
+               **{k: float(v) for k, v in extra.items()}}
+        if rr == r:
+          row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
+          if is_eval:
+            row.update(evaluate(config, sim, evaluator, server, client_states, train_ids,
+                                new_ids, _eval_key(config, r)))
+            shown = {"acc": row["global_accuracy"], "pacc": row.get("personalized_accuracy")}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None},
+                            clients_s=f"{clients_per_s:.1f}")
+        log.append(row)
+      if is_ckpt:
+        ckpt.save(r, server, client_states, elapsed)
+      if stop:
+        ckpt.wait()
+        raise Interrupted(workdir, r, stop)
+      pending, t_last = [], time.perf_counter()
 
   # --- summary -------------------------------------------------------------------------
   final = {k: log.last(k) for k in ("global_accuracy", "global_loss", "personalized_accuracy",
@@ -398,6 +390,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              "backend": jax.default_backend(), **(s.aug_summary or {}),
              **_time_split(log.rows)}
   write_json(os.path.join(workdir, "summary.json"), summary)
-  plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"),
-                title=f"{config.algorithm} on {config.dataset} ({config.partition})")
+  plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"), title=_plot_title(config))
   return summary
+
+
+def _plot_title(config: ml_collections.ConfigDict) -> str:
+  """`fedavg on fashion_mnist, dirichlet(alpha=0.5), 10 of 100 clients per round`."""
+  split = {"dirichlet": f"alpha={config.alpha:g}", "quantity": f"alpha={config.alpha:g}",
+           "label_k": f"k={config.classes_per_client}",
+           "pathological": f"k={config.classes_per_client}",
+           "shards": f"{config.data.shards_per_client} shards"}.get(config.partition)
+  return (f"{config.algorithm} on {config.dataset}, {config.partition}"
+          f"{f'({split})' if split else ''}, {config.clients_per_round} of "
+          f"{config.num_clients} clients per round")

@@ -135,17 +135,23 @@ def test_work_folders_of_runs_before_these_keys_still_resume(tmp_path):
   existed) matches a config that leaves them at their defaults (so runs in progress can
   resume), and only then."""
   from fedjax_gen.trainer.options import RENAMED, flatten
-  from fedjax_gen.trainer.train import prepare_workdir
-  config = config_lib.load_config("quickstart")
+  from fedjax_gen.trainer.workdir import open_run
+
+  def claim(config, workdir):
+    with open_run(config, workdir) as run:
+      run.commit()
+
+  config = config_lib.apply_overrides(config_lib.load_config("quickstart"),
+                                      ["algorithm=genfl"])  # reads genfl.*
   old_name = {new: old for old, new in RENAMED.items()}
   saved = {old_name.get(k, k): v for k, v in flatten(json.loads(config.to_json())).items()
            if not k.startswith(("genaug.", "genfl."))}
   assert "test_fraction" in saved and "data.test_fraction" not in saved  # the flat form
   with open(tmp_path / "config.json", "w") as f:
     json.dump(saved, f)
-  prepare_workdir(config, str(tmp_path))
+  claim(config, str(tmp_path))
   with open(tmp_path / "config.json", "w") as f:
     json.dump(saved, f)
   changed = config_lib.apply_overrides(config, ["genfl.share=0.7"])
   with pytest.raises(ValueError, match="genfl.share: None -> 0.7"):
-    prepare_workdir(changed, str(tmp_path))
+    claim(changed, str(tmp_path))

@@ -18,7 +18,7 @@ N = len(LABELS)
 
 def run(method, seed, labels=LABELS, clients=10):
   return P(labels, clients, method, seed=seed, alpha=0.5,
-           classes_per_client=2, shards_per_client=2, min_size=10)
+           classes_per_client=2, shards_per_client=2, min_client_size=10)
 
 
 def check_disjoint(parts, n=N):
@@ -46,7 +46,7 @@ def test_iid_sizes():
 
 
 def test_dirichlet_min_size_and_skew():
-  parts = dirichlet(LABELS, 20, alpha=0.1, seed=3, min_size=20)
+  parts = dirichlet(LABELS, 20, alpha=0.1, seed=3, min_client_size=20)
   assert min(map(len, parts)) >= 20
   counts = label_counts(LABELS, parts, 10)
   # Strong skew: most clients are dominated by few labels.
@@ -81,7 +81,7 @@ def test_shards_sizes_and_labels():
 
 
 def test_quantity_min_size():
-  parts = quantity(LABELS, 10, alpha=0.3, seed=0, min_size=15)
+  parts = quantity(LABELS, 10, alpha=0.3, seed=0, min_client_size=15)
   assert min(map(len, parts)) >= 15
   assert len({len(p) for p in parts}) > 1  # unequal sizes
 
@@ -102,10 +102,10 @@ def test_quantity_min_size():
      r"test_fraction must be in \[0, 1\)"),
     (lambda: split_local([np.arange(4)], test_fraction=-0.1, seed=0),
      r"test_fraction must be in \[0, 1\)"),
-    (lambda: dirichlet(LABELS, 10, alpha=0.5, seed=0, min_size=200),
-     "lower min_size"),
-    (lambda: dirichlet(np.arange(60) % 4, 3, alpha=0.01, seed=0, min_size=20),
-     "lower min_size, raise alpha, or lower num_clients"),
+    (lambda: dirichlet(LABELS, 10, alpha=0.5, seed=0, min_client_size=200),
+     "lower min_client_size"),
+    (lambda: dirichlet(np.arange(60) % 4, 3, alpha=0.01, seed=0, min_client_size=20),
+     "lower min_client_size, raise alpha, or lower num_clients"),
     (lambda: iid(LABELS.astype(float), 2, seed=0), "1-D integer array"),
 ])
 def test_errors(call, match):
@@ -168,13 +168,13 @@ def test_save_label_heatmap(tmp_path):
 def test_dirichlet_gives_up_early_when_no_draw_can_succeed():
   labels = np.repeat(np.arange(10), 100)  # 1,000 examples, 10 per client on average
   with pytest.raises(ValueError, match=r"cannot give every client >= 8 examples .* in 20 "
-                                       r"draws .* out of reach; lower min_size, raise alpha"):
-    dirichlet(labels, 100, alpha=0.1, seed=0, min_size=8)  # judged after 20, not 1,000
+                                       r"draws .* out of reach; lower min_client_size, raise alpha"):
+    dirichlet(labels, 100, alpha=0.1, seed=0, min_client_size=8)  # judged after 20, not 1,000
 
 
 def test_pathological_deals_consecutive_classes_like_pfllib():
   labels = np.repeat(np.arange(10), 600)
-  parts = pathological(labels, 20, k=2, seed=0, min_size=40)
+  parts = pathological(labels, 20, k=2, seed=0, min_client_size=40)
   counts = label_counts(labels, parts, 10)
   for client in range(20):  # clients 4g..4g+3 hold classes 2g and 2g+1, nothing else
     g = client // 4
@@ -185,6 +185,6 @@ def test_pathological_deals_consecutive_classes_like_pfllib():
     holders = counts[:, c][counts[:, c] > 0]
     assert len(holders) == 4 and all(15 <= n < 150 for n in holders[:3])
   assert not np.array_equal(counts, label_counts(
-      labels, pathological(labels, 20, k=2, seed=1, min_size=40), 10))  # sizes drawn by seed
+      labels, pathological(labels, 20, k=2, seed=1, min_client_size=40), 10))  # sizes drawn by seed
   with pytest.raises(ValueError, match=r"classes_per_client\) must be an integer in \[1, 10\]"):
     pathological(labels, 20, k=11, seed=0)

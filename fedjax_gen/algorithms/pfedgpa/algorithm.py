@@ -271,7 +271,7 @@ def pfedgpa(loss_fn: base.LossFn, client_opt: optax.GradientTransformation, para
       server_post=server_post)
 
 
-OPTIONS = (
+OPTIONS = tuple(o._replace(algorithms=("pfedgpa",)) for o in (  # read by pFedGPA only
     Option("layers", "", "comma-separated top-level layers diffused (\"\" = all)"),
     Option("token_size", 256, "parameters per token"),
     Option("token_pad", "end", "end (zero tail) | layer (pad each layer) | none (must divide)"),
@@ -297,7 +297,7 @@ OPTIONS = (
            "eval"),
     Option("guidance", "update", "update | as_written (sign of the guidance; see "
            "algorithm.py)", "eval"),
-)
+))
 
 
 def options_from_config(config) -> PFedGPAOptions:

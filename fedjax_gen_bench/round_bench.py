@@ -23,6 +23,9 @@ mean (FedAvg, server SGD(1)). Runners, all on the same architectures:
   batches from `ClientDataset.shuffle_repeat_batch`) with the same flax model wrapped as a
   `fedjax.Model`.
 
+`torch_loop` and `fedjax` need `pip install "fedjax-gen[bench]"` (in a source checkout
+`pip install -e ".[bench]"`); without them they are skipped, each with one line.
+
 Each measurement (model, clients per round, runner) runs in its own subprocess, so peak
 RSS is its own and a hard timeout can stop it: one warm-up round, whose wall time minus
 the median round is reported as compile time, then the median of `--repeats` rounds. The
@@ -35,13 +38,16 @@ skipped and listed. FLOPs: XLA's `cost_analysis()` of one jitted SGD step (batch
 the flax model, times steps and clients (the same count for every runner); the device
 peak is the best of a few large f32 matmuls timed in the same run.
 
-    python experiments/benchmarks/round_bench.py                 # measure, plot, report
-    python experiments/benchmarks/round_bench.py --models mlp --clients 10 --repeats 2
-    python experiments/benchmarks/round_bench.py --models cnn4 --update  # one model again
-    python experiments/benchmarks/round_bench.py --report-only   # re-render from the JSON
+    fedjax-gen bench                                # measure, plot, report
+    fedjax-gen bench --models mlp --clients 10 --repeats 2
+    fedjax-gen bench --models cnn4 --update         # one model again, keeping the others
+    fedjax-gen bench --report-only                  # re-render from the JSON
+    fedjax-gen bench --update-reports ...           # the committed report (source checkout)
 
-Writes `results/round_bench_<backend>.json` and `.png` here and its section of
-`experiments/BENCHMARKS.md`.
+Writes `benchmarks/results/round_bench_<backend>.json` and `.png` and its section of
+`BENCHMARKS.md` into `--out` (default `./fedjax-gen-out/round_bench`) and prints each path;
+`--update-reports` writes them into the checkout's `experiments/` instead
+(`fedjax_gen_bench/reports.py`). `python -m fedjax_gen_bench.round_bench` is the same.
 """
 
 from __future__ import annotations
@@ -57,21 +63,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.path.join(HERE, "results")
-BENCHMARKS_MD = os.path.join(ROOT, "experiments", "BENCHMARKS.md")
-for _path in (ROOT, HERE):  # run as a script from any folder, without an install
-  if _path not in sys.path:
-    sys.path.insert(0, _path)
+# The workload and the runners live in baselines.py, which times them in-process; this
+# module runs each in its own subprocess and writes the report.
+from fedjax_gen_bench import reports as reports_lib
+from fedjax_gen_bench.baselines import (BATCH, CLASSES, EXAMPLES, INSTALL_BENCH, LR, MODELS,
+                                        RUNNERS, STEPS, auto_choice, default_conv_impl, flax_model,
+                                        input_shape, make_data, make_runner, missing_package,
+                                        sgd_step_fn, skip_reason, time_round)
 
-# The workload and the runners live beside this script (baselines.py), which times them
-# in-process; this script runs each in its own subprocess and writes the report.
-from baselines import (BATCH, CLASSES, EXAMPLES, LR, MODELS, RUNNERS, STEPS,  # noqa: E402
-                       auto_choice, default_conv_impl, flax_model, input_shape, make_data,
-                       make_runner, sgd_step_fn, time_round)
+SCRIPT = "round_bench"  # the output folder's name, ./fedjax-gen-out/round_bench
+PROG = "fedjax-gen bench"
+RESULTS = "benchmarks/results"  # the JSON and plots, relative to the reports' folder
+BENCHMARKS_MD = "BENCHMARKS.md"
+# The folder holding fedjax_gen_bench, for workers where the package is not installed.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSUMED_EFFICIENCY = 0.25  # share of peak assumed to project a runner never measured
 MIN_CPU_SHARE = 0.85  # below: the measurement waited for other work on its cores; retry
 
@@ -192,9 +200,13 @@ def worker_main(spec_json: str) -> int:
 
 
 def _worker_cmd(spec: dict):
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+  """The worker's command line and environment: this module, importable from a source
+  checkout without an install (its folder on PYTHONPATH unless it is a site folder)."""
+  import site
+  cmd = [sys.executable, "-m", "fedjax_gen_bench.round_bench", "--worker", json.dumps(spec)]
+  installed = PACKAGE_PARENT in site.getsitepackages() + [site.getusersitepackages()]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+      p for p in (None if installed else PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p))
   return cmd, env
 
 
@@ -421,7 +433,9 @@ def check_params(rec: dict, flax_params: int) -> None:
           f"{flax_params:,}: {'match' if rec['params_match'] else 'MISMATCH'}", flush=True)
 
 
-def measure_all(args, path: str) -> dict:
+def measure_all(args, path: str, old_path: str | None = None) -> dict:
+  """Measures `args.models` x `args.clients` x `args.runners`, saving to `path` after each
+  group; with `--update`, the other groups of the results in `old_path` are kept."""
   info = device_info()
   print(f"device: {info['device_kind']} ({info['backend']}), CPU {info['cpu_model']}, "
         f"{info['cores_used']} of {info['cpu_count']} cores in this process's affinity "
@@ -438,9 +452,9 @@ def measure_all(args, path: str) -> dict:
           "workload": {"steps": STEPS, "batch": BATCH, "examples_per_client": EXAMPLES,
                        "lr": LR, "classes": CLASSES,
                        "input_shapes": {m: input_shape(m) for m in args.models}},
-          "run_peak": peak, "args": vars(args), "command": " ".join(["python"] + sys.argv),
+          "run_peak": peak, "args": vars(args), "command": args.command,
           "started": datetime.datetime.now().isoformat(timespec="seconds"), "records": []}
-  old = load_results(path) if args.update else {}
+  old = load_results(old_path) if args.update and old_path else {}
   if old:  # keep the other (model, clients) groups of the saved run, measure these anew
     redo = {(m, c) for m in args.models for c in args.clients}
     data["records"] = [r for r in old["records"] if (r["model"], r["clients"]) not in redo]
@@ -465,10 +479,13 @@ def measure_all(args, path: str) -> dict:
   return data
 
 
-def remeasure_contended(args, path: str) -> dict:
-  """Measures again the records of `path` whose CPU share was below `--remeasure-below`
-  per core (other work on the cores), keeping whichever attempt got the higher share."""
-  data = load_results(path)
+def remeasure_contended(args, path: str, old_path: str | None) -> dict:
+  """Measures again the records of `old_path` whose CPU share was below `--remeasure-below`
+  per core (other work on the cores), keeping whichever attempt got the higher share;
+  saves to `path`."""
+  if not old_path:
+    raise SystemExit(f"--remeasure-below: no results to measure again in {path}")
+  data = load_results(old_path)
   for i, rec in enumerate(data["records"]):
     if rec["status"] != "ok" or rec["cpu_share"] >= args.remeasure_below * rec["cores"]:
       continue
@@ -587,7 +604,7 @@ def report_section(datasets: dict) -> str:
            f"Workload: Fashion-MNIST-shaped random data (28x28x1, 10 classes; ResNet-18 on "
            f"32x32x3), every client {EXAMPLES} examples and exactly {STEPS} local SGD steps "
            f"(lr {LR}) of batch {BATCH}, all clients of the round train, FedAvg aggregation. "
-           "Runners are described in `experiments/benchmarks/round_bench.py`. Round s: median "
+           "Runners are described in `fedjax_gen_bench/round_bench.py`. Round s: median "
            "of the timed rounds after one warm-up round; compile s: warm-up minus median; "
            "client-updates/s = clients / round s; GFLOP/s from XLA's cost analysis of one SGD "
            "step (same count for every runner); % peak against a large matmul timed in the "
@@ -612,25 +629,24 @@ def report_section(datasets: dict) -> str:
   if not any(b in datasets for b in ("gpu", "cuda", "rocm", "tpu")):
     lines += ["### GPU", "", "Pending: no GPU was available for these measurements. The same "
               "command runs unchanged on one (clients 10, 100 and 1000 by default there).", ""]
-  lines += ["Re-run: `python experiments/benchmarks/round_bench.py` (`--models`, `--clients`, "
+  lines += ["Re-run: `fedjax-gen bench --update-reports` (`--models`, `--clients`, "
             "`--runners`, `--repeats`, `--max-seconds`; `--report-only` re-renders this from "
-            "`experiments/benchmarks/results/round_bench_<backend>.json`).",
+            "`experiments/benchmarks/results/round_bench_<backend>.json`; without "
+            "`--update-reports` it writes into `./fedjax-gen-out/round_bench`).",
             "<!-- round_bench:end -->"]
   return "\n".join(lines)
 
 
-def write_section(name: str, block: str, path: str = BENCHMARKS_MD) -> None:
+def write_section(reports: reports_lib.Reports, name: str, block: str) -> None:
   """Replaces `<!-- name:begin -->` .. `<!-- name:end -->` in BENCHMARKS.md (or appends)."""
-  from fedjax_gen.outputs import write_marked_section
-  write_marked_section(path, name, block, heading="# Benchmarks")
+  reports.write_section(BENCHMARKS_MD, name, block, heading="# Benchmarks")
 
 
-def plot(d: dict, path: str) -> None:
+def plot(d: dict):
   """Client-updates/s vs clients per round, one panel per model, one line per runner."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib.figure import Figure
-  from fedjax_gen.outputs import save_figure
   models = list(dict.fromkeys(r["model"] for r in d["records"]))
   runners = list(dict.fromkeys(r["runner"] for r in d["records"]))
   colors = {r: f"C{i}" for i, r in enumerate(runners)}
@@ -661,30 +677,56 @@ def plot(d: dict, path: str) -> None:
   fig.suptitle(f"One FedAvg round: {dev['device_kind']} ({dev['backend']}), "
                f"{dev['cpu_model']}, {dev['cores_used']} core(s)", fontsize=9)
   fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
-  save_figure(fig, path, dpi=110)
+  return fig
 
 
-def report() -> None:
+def report(reports: reports_lib.Reports) -> None:
+  """Plots and the BENCHMARKS.md section of every backend's results: the output folder's,
+  or the committed ones where it has none."""
   datasets = {}
-  for name in sorted(os.listdir(RESULTS)) if os.path.isdir(RESULTS) else []:
+  for name in reports.names(RESULTS):
     if name.startswith("round_bench_") and name.endswith(".json"):
       backend = name[len("round_bench_"):-len(".json")]
-      datasets[backend] = d = load_results(os.path.join(RESULTS, name))
+      datasets[backend] = d = load_results(reports.existing(f"{RESULTS}/{name}"))
       for r in d["records"]:  # derived numbers from the raw ones (older files included)
         if r["status"] == "ok":
           add_derived(r, d["step_flops"], d["peak"]["flop_s"])
       add_ratios(d["records"])
-      plot(datasets[backend], os.path.join(RESULTS, f"round_bench_{backend}.png"))
-  write_section("round_bench", report_section(datasets))
+      reports.save_figure(f"{RESULTS}/round_bench_{backend}.png", plot(d), dpi=110)
+  write_section(reports, "round_bench", report_section(datasets))
 
 
-def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__,
+def available_runners(runners: list[str]) -> list[str]:
+  """`runners` less those whose package (torch, fedjax) is missing, each skipped with one
+  line that says how to install it."""
+  kept = []
+  for runner in runners:
+    package = missing_package(runner)
+    if package:
+      print(f"{runner} skipped: {skip_reason(package)}", flush=True)
+    else:
+      kept.append(runner)
+  return kept
+
+
+def _missing_note() -> str:
+  missing = [f"{package} ({runner})" for runner in RUNNERS
+             for package in [missing_package(runner)] if package]
+  if not missing:
+    return "torch and fedjax are installed: every runner can run."
+  return textwrap.fill(f"Not installed here: {', '.join(missing)}; those runners are "
+                       f"skipped. Install them with {INSTALL_BENCH}.", 88)
+
+
+def parse_args(argv, prog: str = PROG):
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=_missing_note(),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
   parser.add_argument("--clients", nargs="+", type=int, default=None,
                       help="clients per round (default 10 100 on CPU, 10 100 1000 elsewhere)")
-  parser.add_argument("--runners", nargs="+", default=list(RUNNERS))
+  parser.add_argument("--runners", nargs="+", default=list(RUNNERS),
+                      help="default: all (torch_loop and fedjax skipped where torch or "
+                           "fedjax is missing)")
   parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
   parser.add_argument("--max-seconds", type=float, default=120.0,
                       help="skip a measurement projected to take longer (warm-up included)")
@@ -700,29 +742,39 @@ def parse_args(argv):
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--note", default="", help="a line shown with this run's table")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
+  reports_lib.add_arguments(parser, SCRIPT)
   return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parse_args(argv, prog)
   if args.worker:
     return worker_main(args.worker)
+  reports = reports_lib.Reports.from_args(args, SCRIPT)
   if not args.report_only:
     import jax
     bad = [r for r in args.runners if r not in RUNNERS and not r.startswith("fedjax_gen_chunk")]
     if bad:
       raise SystemExit(f"unknown runners {bad}; valid: {RUNNERS} or fedjax_gen_chunk<k>")
+    args.runners = available_runners(args.runners)
     if args.clients is None:
       args.clients = [10, 100] if jax.default_backend() == "cpu" else [10, 100, 1000]
-    path = os.path.join(RESULTS, f"round_bench_{jax.default_backend()}.json")
-    if args.remeasure_below is not None:
-      data = remeasure_contended(args, path)
-    else:
-      data = measure_all(args, path)
-    if args.note:
-      data["note"] = args.note
-      save_json(path, data)
-  report()
+    args.command = " ".join([prog, *argv])
+    rel = f"{RESULTS}/round_bench_{jax.default_backend()}.json"
+    path, old_path = reports.path(rel), reports.existing(rel)
+    try:
+      if args.remeasure_below is not None:
+        data = remeasure_contended(args, path, old_path)
+      else:
+        data = measure_all(args, path, old_path)
+      if args.note:
+        data["note"] = args.note
+        save_json(path, data)
+    finally:  # saved after every group: an interrupted run's results are there too
+      if os.path.exists(path):
+        reports.wrote(path)
+  report(reports)
   return 0
 
 

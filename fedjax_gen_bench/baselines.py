@@ -1,14 +1,14 @@
 """One FedAvg round timed in this process: fedjax_gen against a JAX client loop, PyTorch and
 FedJAX, on the same architectures and the same workload (the runners behind
-`experiments/benchmarks/round_bench.py`, which measures each in its own subprocess and
-writes `experiments/BENCHMARKS.md`).
+`fedjax_gen_bench.round_bench`, `fedjax-gen bench`, which measures each in its own
+subprocess and writes the report).
 
 Workload: random Fashion-MNIST-shaped clients (28x28x1, 10 classes; 32x32x3 for ResNet-18),
 every client 320 examples and exactly 10 local SGD steps (lr 0.01) of batch 32, all clients
 of the round train, example-weighted mean (FedAvg, server SGD(1)).
 
-    import baselines  # experiments/benchmarks/ on sys.path
-    records = benchmark.compare("mlp", clients=10, runners=("fedjax_gen_auto", "jax_loop",
+    from fedjax_gen_bench import baselines
+    records = baselines.compare("mlp", clients=10, runners=("fedjax_gen_auto", "jax_loop",
                                                               "torch_loop"))
     # [{"runner": ..., "status": "ok", "round_s": ..., "compile_s": ..., ...}, ...]
 
@@ -17,7 +17,8 @@ automatic plan, as `fedjax-gen run` builds it), `fedjax_gen_chunk<k>` (the fused
 clients per vmapped chunk, `chunkall`: all), `jax_loop` (a jitted SGD step, Python loops
 over steps and clients), `jax_loop_client` (one jitted function per client; it and the
 forced chunks scan their steps, so they take `scanned_conv_impl`), `torch_loop`
-(PFLlib-style PyTorch; needs `torch`) and `fedjax` (FedJAX 0.0.17; needs `fedjax`).
+(PFLlib-style PyTorch; needs `torch`) and `fedjax` (FedJAX 0.0.17; needs `fedjax`): both
+come with `pip install "fedjax-gen[bench]"` and are skipped where missing.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ STEPS, BATCH, EXAMPLES, LR, CLASSES = 10, 32, 320, 0.01, 10
 MODELS = ("mlp", "simple_cnn", "cnn4", "resnet18")
 RUNNERS = ("fedjax_gen_auto", "fedjax_gen_chunk1", "fedjax_gen_chunk10", "fedjax_gen_chunkall",
            "jax_loop", "jax_loop_client", "torch_loop", "fedjax")
-# The package a runner needs beyond fedjax_gen's own dependencies.
+# The package a runner needs beyond fedjax_gen's own dependencies (the `bench` extra).
 EXTRA_PACKAGE = {"torch_loop": "torch", "fedjax": "fedjax"}
+INSTALL_BENCH = ('pip install "fedjax-gen[bench]" (in a source checkout: '
+                 'pip install -e ".[bench]")')
 
 
 def input_shape(model_name: str) -> tuple[int, int, int]:
@@ -316,6 +319,11 @@ def missing_package(runner: str) -> str | None:
   return package if package and importlib.util.find_spec(package) is None else None
 
 
+def skip_reason(package: str) -> str:
+  """Why a runner is skipped: its package is missing, and how to install it."""
+  return f"{package} is not installed: {INSTALL_BENCH}"
+
+
 def time_round(round_fn) -> tuple[float, float]:
   """Wall and process-CPU seconds of one `round_fn()`."""
   t, c = time.perf_counter(), time.process_time()
@@ -382,8 +390,7 @@ def compare(model_name: str = "mlp", clients: int = 10,
     rec = {"runner": runner, "model": model_name, "clients": clients}
     package = missing_package(runner)
     if package:
-      records.append({**rec, "status": "skipped",
-                      "reason": f"{package} is not installed (pip install {package})"})
+      records.append({**rec, "status": "skipped", "reason": skip_reason(package)})
       continue
     round_fn, info = make_runner(runner, model_name, x, y, torch_threads=torch_threads)
     built[runner] = (round_fn, time_round(round_fn)[0])
