@@ -8,6 +8,7 @@ a Markdown table of final metrics, seeds as mean ± std, and a plot), `bench` an
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -61,6 +62,8 @@ def _report(args) -> int:
     metric = report.plot_metric(rows, args.metric)
     print(report.markdown(rows))
     missing = report.plot(rows, args.plot, metric)
+  except BrokenPipeError:
+    raise
   except (ValueError, OSError) as e:
     print(f"fedjax-gen: error: {e}", file=sys.stderr)
     return 2
@@ -71,6 +74,15 @@ def _report(args) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "fedjax-gen") -> int:
+  """Runs the command line on `argv`; returns the exit status."""
+  try:
+    return _main(argv, prog)
+  except BrokenPipeError:  # `fedjax-gen config X | head`: the reader left early, no error
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second one at exit
+    return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None, prog: str) -> int:
   parser = argparse.ArgumentParser(prog=prog, description=__doc__)
   parser.add_argument("--version", action="version", version=f"fedjax-gen {version()}")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None, prog: str = "fedjax-gen") -> int:
   if threading.current_thread() is not threading.main_thread():
     return _dispatch(args)
   before = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-  hook, sys.unraisablehook = sys.unraisablehook, _quiet_interrupts
+  hook, sys.unraisablehook = sys.unraisablehook, _quiet_unraisable
   _signal_received[0] = 0
   try:
     return _dispatch(args)
@@ -131,6 +143,10 @@ def main(argv: list[str] | None = None, prog: str = "fedjax-gen") -> int:
 def _dispatch(args) -> int:
   """`run`, `eval` and `config`: the summary (or config) to stdout, errors in one line."""
   try:  # imports too: a Ctrl-C while JAX loads is one line like any other
+    from absl import logging as absl_logging
+    # orbax reports a failed background save (a full disk) in absl's log, pages of it, as
+    # well as by raising; the raised error is what we print.
+    absl_logging.set_verbosity(absl_logging.FATAL)
     from fedjax_gen import config as config_lib
     if args.command == "eval":
       from fedjax_gen.trainer import evaluate_checkpoint
@@ -150,22 +166,35 @@ def _dispatch(args) -> int:
       summary = train(config, args.workdir)
   except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (`_interrupt`)
     return _interrupted(e, getattr(args, "workdir", None) if args.command == "run" else None)
+  except BrokenPipeError:
+    raise
   except (ValueError, OSError, FloatingPointError, ImportError) as e:
-    print(f"fedjax-gen: error: {_one_line(e)}", file=sys.stderr)
+    workdir = args.workdir if args.command == "run" else None
+    print(f"fedjax-gen: error: {_one_line(e, workdir)}", file=sys.stderr)
+    _exit_at_once[0] = True
     return 2
   print(json.dumps(summary, indent=2))
   return 0
 
 
-def _one_line(e: BaseException) -> str:
-  """A user-facing error as one line; an OSError from deep inside (disk full, say) names
-  what failed and what to do."""
-  if isinstance(e, OSError) and e.strerror and not isinstance(e, (FileNotFoundError,
-                                                                   PermissionError)):
-    where = f" ({e.filename})" if e.filename else ""
-    return (f"{e.strerror}{where}. Finished rounds are kept in the last checkpoint: fix "
-            "this (e.g. free disk space) and run the same command to resume.")
-  return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def _one_line(e: BaseException, workdir: str | None = None) -> str:
+  """A user-facing error as one line; an OSError from deep inside (a full disk, say, also
+  when orbax's TensorStore reports it as a ValueError) names what failed and what to do."""
+  text = str(e).strip()
+  full = ((isinstance(e, OSError) and e.errno == errno.ENOSPC)
+          or "No space left on device" in text)
+  if full or (isinstance(e, OSError) and e.strerror
+              and not isinstance(e, (FileNotFoundError, PermissionError))):
+    what = os.strerror(errno.ENOSPC) if full else e.strerror
+    where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+    from fedjax_gen.outputs import saved_rounds
+    last = max(saved_rounds(workdir), default=0) if workdir else 0
+    kept = (f"the checkpoint of round {last} is kept; " if last else
+            "no checkpoint was saved yet; " if workdir else "")
+    fix = "free disk space" if full else "fix this"
+    return (f"{what}{where}; {kept}{fix}, then run the same command"
+            + (" to resume." if last else " again."))
+  return text.splitlines()[0] if text else type(e).__name__
 
 
 _signal_received = [0]
@@ -179,11 +208,11 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-def _quiet_interrupts(unraisable):
-  """A Ctrl-C that lands in a garbage-collection callback is swallowed by Python with an
-  "Exception ignored" traceback; it is recorded (`_interrupt`) and acted on, so say nothing."""
-  if not issubclass(unraisable.exc_type, KeyboardInterrupt):
-    sys.__unraisablehook__(unraisable)
+def _quiet_unraisable(unraisable):
+  """Python prints an "Exception ignored" traceback for an error it cannot raise: a Ctrl-C
+  that lands in a garbage-collection callback (recorded by `_interrupt` and acted on), or
+  asyncio callbacks in orbax's save threads after a failed save (the failure itself is
+  raised and reported). The command line shows neither."""
 
 
 def _interrupted(e: KeyboardInterrupt, workdir: str | None) -> int:
@@ -205,8 +234,9 @@ def _interrupted(e: KeyboardInterrupt, workdir: str | None) -> int:
 
 
 def console(prog: str = "fedjax-gen") -> None:
-  """The `fedjax-gen` program. After an interrupt it exits without the interpreter's
-  teardown, which can crash while JAX is half initialised (everything is saved by then)."""
+  """The `fedjax-gen` program. After an interrupt or an error it exits without the
+  interpreter's teardown, which can crash while JAX is half initialised or log the leftovers
+  of a failed background save (everything that can be saved is by then)."""
   code = main(prog=prog)
   if _exit_at_once[0]:
     sys.stdout.flush()

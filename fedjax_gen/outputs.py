@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import uuid
 from typing import IO, Any, Callable
 
@@ -90,7 +91,8 @@ class MetricsLog:
   """`metrics.jsonl`: one JSON object per round, and the same scalars as TensorBoard event
   files in the run's folder (`tensorboard --logdir` on a folder of runs shows them side by
   side). On resume, rows after the checkpoint's round are dropped (they will be recomputed,
-  identically) and TensorBoard is told to hide the old events from that round on."""
+  identically) and TensorBoard is told to hide the old events from that round on. Both are
+  written as each row comes, in this thread: a write that fails (a full disk) raises here."""
 
   def __init__(self, path: str, *, keep_through_round: int, tensorboard: bool = True):
     self.path = path
@@ -101,10 +103,13 @@ class MetricsLog:
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in self.rows))
     self._events = None
     if tensorboard and is_primary():
-      from tensorboardX import SummaryWriter
-      self._events = SummaryWriter(os.path.dirname(os.path.abspath(path)), flush_secs=30,
-                                   purge_step=keep_through_round + 1 if keep_through_round
-                                   else None)
+      from tensorboardX.event_file_writer import EventsWriter  # synchronous, no thread
+      from tensorboardX.proto import event_pb2
+      self._events = EventsWriter(os.path.join(os.path.dirname(os.path.abspath(path)),
+                                               "events"))
+      if keep_through_round:  # TensorBoard's purge: hide older events from this step on
+        self._write_event(event_pb2.Event(step=keep_through_round + 1, session_log=(
+            event_pb2.SessionLog(status=event_pb2.SessionLog.START))))
 
   def append(self, row: dict) -> None:
     row = {k: _clean(v) for k, v in row.items()}
@@ -116,15 +121,22 @@ class MetricsLog:
       f.flush()
       os.fsync(f.fileno())
     if self._events is not None:
+      from tensorboardX.proto import event_pb2
+      from tensorboardX.summary import scalar
       for key, value in row.items():
         if key != "round" and isinstance(value, (int, float)) and not isinstance(value, bool):
-          self._events.add_scalar(key, value, row["round"])
+          self._write_event(event_pb2.Event(step=row["round"], summary=scalar(key, value)))
+
+  def _write_event(self, event) -> None:
+    event.wall_time = time.time()
+    self._events.write_event(event)
+    self._events.flush()
 
   def close(self) -> None:
-    """Flushes the TensorBoard events (the JSON rows are on disk after each `append`)."""
+    """Closes the TensorBoard event file (every row is on disk after its `append`)."""
     if self._events is not None:
-      self._events.close()
-      self._events = None
+      events, self._events = self._events, None
+      events.close()
 
   def last(self, key: str):
     for row in reversed(self.rows):

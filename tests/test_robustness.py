@@ -239,6 +239,44 @@ def test_disk_full_is_one_line_and_keeps_the_checkpoints(tmp_path, capsys, monke
   assert code == 0 and json.loads(out)["rounds"] == 4
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 600 KB tmpfs (a disk that fills after a few checkpoints), where this machine lets the
+  tests mount one; `grow()` makes room."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                        capture_output=True)
+  if made.returncode:
+    pytest.skip("cannot mount a small tmpfs here")
+  try:
+    yield mount, lambda: subprocess.run(["mount", "-o", "remount,size=8m", str(mount)],
+                                        check=True)
+  finally:
+    subprocess.run(["umount", str(mount)])
+
+
+def test_a_really_full_disk_is_one_line_then_resumes(small_disk):
+  """orbax's failed background save, TensorStore's errors and the leftovers of its threads:
+  one line, naming only a checkpoint on disk; with room again, the same command finishes
+  with the numbers of a run that never failed."""
+  mount, grow = small_disk
+  workdir = str(mount / "w")
+  args = [*TINY, "rounds=30", "checkpoint_every=1"]
+  cmd = [sys.executable, "-m", "fedjax_gen", "run", "quickstart", *args, "--workdir", workdir]
+  failed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert failed.returncode == 2 and failed.stdout == ""
+  line = one_error_line(failed.stderr)
+  assert "No space left on device;" in line
+  kept = re.search(r"the checkpoint of round (\d+) is kept", line)
+  assert kept is None or int(kept.group(1)) == saved_rounds(workdir)[-1]
+  grow()
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  ref = train_and_evaluate(cfg(*args[len(TINY):]), str(mount / "ref"))
+  assert json.loads(done.stdout)["global_accuracy"] == ref["global_accuracy"]
+
+
 # --- a newcomer's path -------------------------------------------------------------------
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -257,6 +295,14 @@ def test_stdout_is_the_summary_only(tmp_path, capsys):
                            "--workdir", str(tmp_path))
   assert code == 0 and json.loads(out)["rounds"] == 4  # `| jq` reads it
   assert "client" in err  # the label-count table went to stderr
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+  """`fedjax-gen config quickstart | head -1`: no traceback, no error line."""
+  proc = subprocess.Popen([sys.executable, "-m", "fedjax_gen", "config", "quickstart"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc.stdout.close()  # before it writes
+  assert proc.wait(timeout=120) == 141 and proc.stderr.read() == ""
 
 
 def test_eval_warns_about_keys_the_run_does_not_read(tmp_path, capsys):

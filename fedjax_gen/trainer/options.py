@@ -209,7 +209,8 @@ def _parse(key: str, text: str, current):
           return int(float(text))  # 1e3
         return kind(text)
       except (ValueError, OverflowError):
-        raise ValueError(f"{key}={text!r}: expected {'an integer' if kind is int else 'a number'}.") from None
+        expected = "an integer" if kind is int else "a number"
+        raise ValueError(f"{key}={text!r}: expected {expected}.") from None
   return text
 
 
