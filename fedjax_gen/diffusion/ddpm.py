@@ -113,11 +113,14 @@ class DDPMGenerator:
     self._sample = jax.jit(sample)
     self._fingerprint = params_fingerprint(params)
 
+  privacy = None  # the DP guarantee it was trained under (`load` reads it)
+
   def metadata(self) -> dict:
     return {"kind": "ddpm", "spec": dataclasses.asdict(self.spec),
             "params_sha1": self._fingerprint, "source": self.source,
             "sampler": self.sampler, "sample_steps": self.sample_steps,
-            "guidance_scale": self.guidance_scale, "batch_size": self.batch_size}
+            "guidance_scale": self.guidance_scale, "batch_size": self.batch_size,
+            **({"privacy": self.privacy} if self.privacy else {})}
 
   def generate(self, labels, key) -> np.ndarray:
     labels = np.asarray(labels, np.int32)
@@ -138,18 +141,23 @@ class DDPMGenerator:
   @classmethod
   def load(cls, folder: str, **sampler_kwargs) -> "DDPMGenerator":
     spec, params = load_ddpm(folder)
-    return cls(spec, params, source=os.path.abspath(folder), **sampler_kwargs)
+    gen = cls(spec, params, source=os.path.abspath(folder), **sampler_kwargs)
+    with open(os.path.join(folder, "generator.json")) as f:
+      gen.privacy = json.load(f).get("privacy")
+    return gen
 
 
-def save_ddpm(folder: str, spec: DDPMSpec, params) -> None:
-  """Writes `folder/generator.json` and `folder/params` (orbax; replaced atomically)."""
+def save_ddpm(folder: str, spec: DDPMSpec, params, *, privacy: dict | None = None) -> None:
+  """Writes `folder/generator.json` and `folder/params` (orbax; replaced atomically).
+  `privacy`: the DP guarantee it was trained under, which every run using it reports."""
   folder = os.path.abspath(folder)
   os.makedirs(folder, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(folder, "params"), jax.device_get(params), force=True)
   atomic_write(os.path.join(folder, "generator.json"),
                json.dumps({"kind": "ddpm", "spec": dataclasses.asdict(spec),
-                           "params_sha1": params_fingerprint(params)}, indent=2) + "\n")
+                           "params_sha1": params_fingerprint(params),
+                           **({"privacy": privacy} if privacy else {})}, indent=2) + "\n")
 
 
 def load_ddpm(folder: str) -> tuple[DDPMSpec, dict]:

@@ -21,6 +21,7 @@ import optax
 from tqdm.auto import tqdm
 
 from fedjax_gen import data as data_lib
+from fedjax_gen import privacy
 from fedjax_gen.algorithms import fedavg
 from fedjax_gen.diffusion import quality
 from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec, save_ddpm, training_loss
@@ -30,7 +31,8 @@ from fedjax_gen.trainer import options
 from fedjax_gen.trainer import plan as plan_lib
 from fedjax_gen.trainer.checkpoint import Checkpointer
 from fedjax_gen.trainer.ddpm_options import check_options, guidance_scales
-from fedjax_gen.trainer.train import load_federated_data
+from fedjax_gen.trainer.train import (AUDIT_EXAMPLES, load_federated_data, make_private,
+                                      privacy_summary, sample_members)
 from fedjax_gen.trainer.workdir import Interrupted, Run, open_run, training
 
 
@@ -60,6 +62,7 @@ def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> 
   conv_impl = plan_lib.ddpm_conv_impl(config.run.conv_impl)
   alg = fedavg(training_loss(spec, cond_drop_prob=d.cond_drop_prob, conv_impl=conv_impl),
                optax.adam(config.lr), optax.sgd(config.fl.server_lr or 1.0))
+  alg, noise = make_private(config, alg, population=config.num_clients)
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   plan = plan_lib.plan_for(config.clients_per_round, native_conv=conv_impl == "xla",
                            chunk_size=config.run.chunk_size,
@@ -113,7 +116,8 @@ def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> 
 
   # --- generator, quality, summary -------------------------------------------------------
   generator_dir = os.path.join(workdir, "generator")
-  save_ddpm(generator_dir, spec, ema)
+  guarantee = privacy_summary(config, noise, config.num_clients)
+  save_ddpm(generator_dir, spec, ema, privacy=guarantee.get("privacy"))
   dataset = data_lib.load_dataset(config.dataset, data_dir=config.data.dir or None,
                                   source=config.data.source)
   clf = quality.train_reference_classifier(dataset.x_train, dataset.y_train, dataset.x_test,
@@ -142,6 +146,17 @@ def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> 
   sweep = [scores if g == d.guidance_scale else judge(g)[3]
            for g in tqdm(sorted(set(guidance_scales(d))), desc="guidance sweep",
                          disable=not config.progress)]
+  # What the generator leaks: its samples' distances to training vs held-out images, and a
+  # membership attack on its denoising loss (members: clients' training images).
+  x_members, y_members = sample_members(fed.train, np.arange(config.num_clients),
+                                        AUDIT_EXAMPLES, config.seed)
+  n = min(len(y_members), len(dataset.y_test), d.audit_examples)
+  audit = {"memorisation": privacy.audit_generated(images, labels, clf, x_members, y_members,
+                                                   dataset.x_test, dataset.y_test,
+                                                   seed=config.seed),
+           "membership": privacy.audit_ddpm(spec, ema, x_members[:n], y_members[:n],
+                                            dataset.x_test[:n], dataset.y_test[:n],
+                                            seed=config.seed, conv_impl=conv_impl)}
   summary = {
       "experiment": config.get("experiment", "ddpm"), "central": bool(d.central),
       "rounds": config.rounds, "cas": scores["cas"],
@@ -152,7 +167,7 @@ def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> 
       "train_wall_time_s": log.last("elapsed_s"), "sample_images_per_s": images_per_s,
       "samples_evaluated": int(len(labels)), "generator_dir": os.path.abspath(generator_dir),
       "generator": gen.metadata(), "backend": jax.default_backend(), "conv_impl": conv_impl,
-      "plan": vars(plan)}
+      "plan": vars(plan), **guarantee, "audit": audit}
   write_json(os.path.join(workdir, "summary.json"), summary)
   kind = "central" if d.central else "federated"
   quality.save_sample_grid(images, labels, os.path.join(workdir, "samples.png"),

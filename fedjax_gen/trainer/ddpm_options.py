@@ -23,6 +23,8 @@ OPTIONS = (  # a DDPM run's own keys (`task=ddpm`)
     Option("eval_guidance_scales", "", "e.g. \"1,2,4,8\": CAS and Frechet distance at each "
            "(guidance.png)", "sample"),
     Option("eval_samples_per_class", 100, "images per class judged", "sample"),
+    Option("audit_examples", 500, "members and non-members in the membership audit of the "
+           "denoising loss (each costs a UNet call per audited timestep)", "sample"),
     Option("sample_batch_size", 250, "images per compiled sampler call", "sample"),
     Option("classifier_epochs", 2, "the real-data classifier behind CAS and the Frechet "
            "distance", "sample"),
@@ -68,7 +70,8 @@ def check_options(config) -> DDPMSpec:
   if not 1 <= d.sample_steps <= d.diffusion_steps:
     raise ValueError(f"ddpm.sample_steps must be in [1, ddpm.diffusion_steps="
                      f"{d.diffusion_steps}], got {d.sample_steps}.")
-  for key in ("eval_samples_per_class", "sample_batch_size", "classifier_epochs",
+  for key in ("eval_samples_per_class", "audit_examples", "sample_batch_size",
+              "classifier_epochs",
               "unet_res_blocks"):
     if d[key] < 1:
       raise ValueError(f"ddpm.{key} must be >= 1, got {d[key]}.")

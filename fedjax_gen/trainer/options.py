@@ -16,6 +16,7 @@ from fedjax_gen import models
 from fedjax_gen.algorithms import pfedgpa
 from fedjax_gen.algorithms.registry import FL_OPTIONS, PERSONALIZED_OPTIONS, check_options
 from fedjax_gen.data import options as data_options
+from fedjax_gen.privacy import dp as dp_lib
 from fedjax_gen.trainer import ddpm_options, generation, plan
 from fedjax_gen.types import Option
 
@@ -52,6 +53,7 @@ FAMILIES: dict[str, tuple[Option, ...]] = {
     "pfedgpa": pfedgpa.OPTIONS,
     "run": plan.OPTIONS,
     "ddpm": ddpm_options.OPTIONS,
+    "dp": dp_lib.OPTIONS,
 }
 
 # Keys of the flat config of earlier versions -> their nested names (old work folders
@@ -189,6 +191,11 @@ def validate(c: ml_collections.ConfigDict, *, custom_model: bool = False,
                      f"{c.personalized.holdout_clients:.0%}.")
   generation.check_options(c)
   plan.check_options(c)
+  if c.dp.enabled:
+    algorithm = "fedavg" if c.task == "ddpm" else generation.fl_algorithm_name(c)
+    dp_lib.check(algorithm, clip_norm=c.dp.clip_norm, noise_multiplier=c.dp.noise_multiplier,
+                 delta=c.dp.delta, target_epsilon=c.dp.target_epsilon,
+                 num_clients=training if c.task != "ddpm" else c.num_clients)
   if c.algorithm == "pfedgpa":
     pfedgpa.check_options(pfedgpa.options_from_config(c), c.clients_per_round)
   if c.task == "ddpm":

@@ -28,6 +28,8 @@ from fedjax_gen.algorithms import make_algorithm, pfedgpa
 from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, masked_cross_entropy,
                                personalized_summary)
 from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
+from fedjax_gen import privacy
+from fedjax_gen.privacy import accounting, dp
 from fedjax_gen.trainer import generation, options
 from fedjax_gen.trainer import plan as plan_lib
 from fedjax_gen.trainer.checkpoint import Checkpointer, saved_rounds
@@ -129,6 +131,9 @@ class _Setup(NamedTuple):
   new_ids: np.ndarray
   conv_impl: str
   aug_summary: dict | None
+  noise_multiplier: float | None  # client-level DP's (None: no DP)
+  members: tuple[np.ndarray, np.ndarray]     # a sample of the training clients' examples
+  nonmembers: tuple[np.ndarray, np.ndarray]  # as many of the global test set
   label_counts: np.ndarray
   class_names: Sequence[str]
 
@@ -207,14 +212,58 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *,
         clients_per_round=config.clients_per_round)
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   train_ids, new_ids = split_holdout(config)
+  alg, noise = make_private(config, alg, population=len(train_ids))
   sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
                    plan=choice.plan,
                    sharding=_client_sharding(r.num_devices, config.num_clients),
                    train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=r.eval_batch_size)
+  members = sample_members(fed.train, train_ids, AUDIT_EXAMPLES, config.seed)
+  nonmembers = (fed.global_test_x[:AUDIT_EXAMPLES], fed.global_test_y[:AUDIT_EXAMPLES])
   return _Setup(sim, evaluator, params, train_ids, new_ids, choice.conv_impl, aug_summary,
-                fed.label_counts, fed.class_names)
+                noise, members, nonmembers, fed.label_counts, fed.class_names)
+
+
+AUDIT_EXAMPLES = 2000  # members and non-members each, in a run's membership audit
+
+
+def sample_members(train: data_lib.ClientArrays, ids: np.ndarray, n: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Up to `n` of the clients `ids`' training examples, drawn without replacement (seeded):
+  the members of a membership-inference audit, gathered without copying the population."""
+  counts = np.asarray(train.count)[ids]
+  offsets = np.concatenate([[0], np.cumsum(counts)])
+  pick = np.sort(np.random.default_rng([seed, 4]).choice(
+      offsets[-1], min(n, int(offsets[-1])), replace=False))
+  client = np.searchsorted(offsets, pick, side="right") - 1
+  rows, cols = ids[client], pick - offsets[client]
+  return np.asarray(train.x[rows, cols]), np.asarray(train.y[rows, cols])
+
+
+def make_private(config: ml_collections.ConfigDict, alg: FederatedAlgorithm, *,
+                 population: int) -> tuple[FederatedAlgorithm, float | None]:
+  """`alg` with client-level DP when `config.dp.enabled` (its noise multiplier calibrated to
+  `dp.target_epsilon` over `rounds` rounds of `clients_per_round` out of `population`, when
+  given), and the noise multiplier; else `(alg, None)`."""
+  d = config.dp
+  if not d.enabled:
+    return alg, None
+  noise = (accounting.calibrate(d.target_epsilon, population, config.clients_per_round,
+                                config.rounds, d.delta)
+           if d.target_epsilon > 0 else d.noise_multiplier)
+  key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 2)  # apart from rounds'
+  return dp.dp_aggregate(alg, clip_norm=d.clip_norm, noise_multiplier=noise, key=key), noise
+
+
+def privacy_summary(config: ml_collections.ConfigDict, noise: float | None,
+                    population: int) -> dict:
+  """The summary's `privacy` entry (empty without DP)."""
+  if noise is None:
+    return {}
+  return {"privacy": accounting.summary(noise, config.dp.clip_norm, population,
+                                        config.clients_per_round, config.rounds,
+                                        config.dp.delta)}
 
 
 def _eval_key(config, round_: int) -> jax.Array:
@@ -326,6 +375,8 @@ def _train(config: ml_collections.ConfigDict, run: Run, s: _Setup, custom: dict)
   if ckpt.latest_round():
     server, client_states, elapsed, start = ckpt.restore(server, client_states)
   log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_through_round=start)
+  ledger = (None if s.noise_multiplier is None else accounting.Ledger(
+      s.noise_multiplier, len(train_ids), config.clients_per_round, config.dp.delta))
 
   # --- round loop: metrics stay on device until a log point ---------------------------
   key = jax.random.key(config.seed)  # round r uses fold_in(key, r)
@@ -362,7 +413,8 @@ def _train(config: ml_collections.ConfigDict, run: Run, s: _Setup, custom: dict)
                  "No checkpoint was saved before it. ")
               + "Try a smaller lr or check the data.")
         row = {"round": rr, "train_loss": float(loss),
-               **{k: float(v) for k, v in extra.items()}}
+               **{k: float(v) for k, v in extra.items()},
+               **({"epsilon": ledger.epsilon(rr)} if ledger else {})}
         if rr == r:
           row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
           if is_eval:
@@ -383,11 +435,17 @@ def _train(config: ml_collections.ConfigDict, run: Run, s: _Setup, custom: dict)
   final = {k: log.last(k) for k in ("global_accuracy", "global_loss", "personalized_accuracy",
                                     "personalized_std", "personalized_worst10",
                                     "new_client_accuracy")}
+  # A loss-threshold membership attack on the final global model: its training clients'
+  # examples against the test set (Yeom et al. 2018).
+  audit = privacy.audit_classifier(evaluator.apply_fn, server.params, *s.members,
+                                   *s.nonmembers, seed=config.seed)
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
              **({"custom": custom} if custom else {}),
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
              "plan": vars(sim.plan), "conv_impl": s.conv_impl,
              "backend": jax.default_backend(), **(s.aug_summary or {}),
+             **privacy_summary(config, s.noise_multiplier, len(train_ids)),
+             "audit": {"membership": audit},
              **_time_split(log.rows)}
   write_json(os.path.join(workdir, "summary.json"), summary)
   plot_accuracy(log.rows, os.path.join(workdir, "accuracy.png"), title=_plot_title(config))

@@ -72,6 +72,11 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, *,
                           for k in diff)
       raise ValueError(f"Work folder {workdir!r} holds a run of a different config "
                        f"({changes}). Use a new --workdir, or delete this one to start over.")
+    if (saved.get("dp", {}).get("enabled") and saved["dp"].get("target_epsilon", 0) > 0
+        and saved.get("rounds") != current["rounds"]):
+      raise ValueError(f"Work folder {workdir!r} holds a run whose DP noise was calibrated "
+                       f"to dp.target_epsilon over its rounds={saved.get('rounds')}; another "
+                       "rounds would change its noise. Use a new --workdir.")
   done = max(saved_rounds(workdir), default=0)
   if done > config.rounds:
     raise ValueError(f"Work folder {workdir!r} holds a run already trained for {done} rounds; "

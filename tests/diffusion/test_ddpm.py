@@ -141,6 +141,26 @@ def test_bad_ddpm_inputs_are_clear_errors(params):
       config_lib.validate(config_lib.apply_overrides(base, [override]))
 
 
+def test_a_dp_ddpm_states_its_guarantee_to_the_runs_that_use_it(tmp_path):
+  """Trained with client-level DP, the generator carries its (epsilon, delta) in
+  generator.json, and a generator loaded from it reports it in its metadata."""
+  from fedjax_gen.cli import main
+  from fedjax_gen.diffusion.ddpm import DDPMGenerator
+  workdir = str(tmp_path / "run")
+  overrides = ["dataset=digits", "rounds=2", "local_steps=2", "num_clients=3",
+               "clients_per_round=2", "ddpm.unet_channels=8,8",
+               "ddpm.eval_samples_per_class=2", "ddpm.sample_batch_size=20",
+               "ddpm.sample_steps=2", "ddpm.classifier_epochs=1", "progress=false",
+               "ddpm.audit_examples=10", "dp.enabled=true", "dp.noise_multiplier=1.0",
+               "dp.delta=0.1"]
+  assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
+  summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
+  p = summary["privacy"]
+  assert (p["population"], p["cohort"], p["rounds"], p["noise_multiplier"]) == (3, 2, 2, 1.0)
+  assert np.isfinite(p["epsilon"]) and p["epsilon"] > 0
+  assert DDPMGenerator.load(os.path.join(workdir, "generator")).metadata()["privacy"] == p
+
+
 def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
   from fedjax_gen.cli import main
   workdir = str(tmp_path / "run")
@@ -148,9 +168,13 @@ def test_ddpm_fmnist_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
                "clients_per_round=2",
                "ddpm.unet_channels=8,8", "ddpm.eval_samples_per_class=2", "ddpm.sample_batch_size=20",
                "ddpm.sample_steps=2", "ddpm.classifier_epochs=1", "checkpoint_every=1", "progress=false",
-               "ddpm.eval_guidance_scales="]
+               "ddpm.eval_guidance_scales=", "ddpm.audit_examples=20"]
   assert main(["run", "ddpm_fmnist", *overrides, "--workdir", workdir]) == 0
   summary = json.loads(open(os.path.join(workdir, "summary.json")).read())
+  audit = summary["audit"]  # what the generator leaks, written by every DDPM run
+  assert 0 <= audit["memorisation"]["share_closer_to_train"] <= 1
+  assert audit["membership"]["members"] == audit["membership"]["nonmembers"] == 20
+  assert 0 <= audit["membership"]["auc"] <= 1
   for key in ("cas", "frechet_distance", "train_wall_time_s", "sample_images_per_s"):
     assert summary[key] is not None and np.isfinite(summary[key]), key
   assert 0 <= summary["cas"] <= 1 and summary["classifier_test_accuracy"] > 0.5
