@@ -90,6 +90,16 @@ def _main(argv: list[str] | None, prog: str) -> int:
   run.add_argument("experiment", help="built-in name (see `fedjax-gen list`) or config path")
   run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
   run.add_argument("--workdir", required=True, help="folder for metrics, plots, checkpoints")
+  hosts = run.add_argument_group(
+      "several processes (hosts) in one run, by jax.distributed; every process runs the same "
+      "command on a shared --workdir, process 0 writes")
+  hosts.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="process 0's address (with --num-processes and --process-id)")
+  hosts.add_argument("--num-processes", type=int, metavar="N")
+  hosts.add_argument("--process-id", type=int, metavar="I")
+  hosts.add_argument("--distributed", action="store_true",
+                     help="join a run whose processes JAX finds itself (TPU pods, SLURM, "
+                     "Kubernetes: jax.distributed.initialize() with no arguments)")
   ev = sub.add_parser("eval", help="evaluate a run's last checkpoint again, with other "
                       "evaluation-only settings (e.g. personalized.newcomer_steps=50); writes nothing")
   ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -147,6 +157,14 @@ def _dispatch(args) -> int:
     # orbax reports a failed background save (a full disk) in absl's log, pages of it, as
     # well as by raising; the raised error is what we print.
     absl_logging.set_verbosity(absl_logging.FATAL)
+    if args.command == "run" and _join_processes(args):
+      # gloo writes its connection log to the process's stdout: to stderr with it, so that
+      # stdout carries only the summary
+      sys.stdout.flush()
+      stdout, _ = os.dup(1), os.dup2(2, 1)
+      restore = lambda: (sys.stdout.flush(), os.dup2(stdout, 1))
+    else:
+      restore = lambda: None
     from fedjax_gen import config as config_lib
     if args.command == "eval":
       from fedjax_gen.trainer import evaluate_checkpoint
@@ -164,6 +182,7 @@ def _dispatch(args) -> int:
       if _signal_received[0]:  # a Ctrl-C that Python swallowed while JAX loaded
         raise KeyboardInterrupt
       summary = train(config, args.workdir)
+      restore()
   except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (`_interrupt`)
     return _interrupted(e, getattr(args, "workdir", None) if args.command == "run" else None)
   except BrokenPipeError:
@@ -175,6 +194,29 @@ def _dispatch(args) -> int:
     return 2
   print(json.dumps(summary, indent=2))
   return 0
+
+
+def _join_processes(args) -> bool:
+  """`jax.distributed.initialize` for a run over several processes, before JAX starts its
+  backends: with the coordinator's address, the process count and this process's id, or
+  found by JAX (--distributed). CPU processes talk through gloo. Whether it joined."""
+  given = [args.coordinator, args.num_processes, args.process_id]
+  if not args.distributed and all(v is None for v in given):
+    return False
+  if not args.distributed and any(v is None for v in given):
+    raise ValueError("--coordinator, --num-processes and --process-id go together (or pass "
+                     "--distributed where JAX finds them: TPU pods, SLURM, Kubernetes).")
+  if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
+    raise ValueError(f"--process-id must be in [0, {args.num_processes}), got "
+                     f"{args.process_id}.")
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if args.distributed:
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+  return True
 
 
 def _one_line(e: BaseException, workdir: str | None = None) -> str:

@@ -146,6 +146,9 @@ class Simulation:
         lambda a: jnp.broadcast_to(a, (self.num_clients, *a.shape)).copy(), one)
     if self.sharding is not None:
       states = jax.device_put(states, self.sharding)
+      if isinstance(self.sharding, jax.sharding.NamedSharding):  # the server: on every device
+        server = jax.device_put(server, jax.sharding.NamedSharding(
+            self.sharding.mesh, jax.sharding.PartitionSpec()))
     return server, states
 
   # --- pieces shared by both plans -----------------------------------------------------

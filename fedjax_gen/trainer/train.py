@@ -23,12 +23,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fedjax_gen import data as data_lib
-from fedjax_gen import models
+from fedjax_gen import models, privacy
 from fedjax_gen.algorithms import make_algorithm, pfedgpa
 from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, masked_cross_entropy,
                                personalized_summary)
 from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
-from fedjax_gen import privacy
 from fedjax_gen.privacy import accounting, dp
 from fedjax_gen.trainer import generation, options
 from fedjax_gen.trainer import plan as plan_lib
@@ -53,7 +52,9 @@ def load_federated_data(config: ml_collections.ConfigDict,
 
 
 def _client_sharding(num_devices: int, num_clients: int):
-  devices = jax.devices()[: num_devices or None]
+  """The client axis over `num_devices` devices (0: all); a run over several processes
+  shards it over every process's devices."""
+  devices = jax.devices() if jax.process_count() > 1 else jax.devices()[: num_devices or None]
   if len(devices) <= 1:
     return None
   if num_clients % len(devices):
