@@ -100,6 +100,12 @@ def _main(argv: list[str] | None, prog: str) -> int:
   hosts.add_argument("--distributed", action="store_true",
                      help="join a run whose processes JAX finds itself (TPU pods, SLURM, "
                      "Kubernetes: jax.distributed.initialize() with no arguments)")
+  sw = sub.add_parser("sweep", help="run every combination of KEY=V1,V2 values (each in "
+                      "its own sub-folder), then compare them (report.md, report.png)")
+  sw.add_argument("experiment", help="built-in name (see `fedjax-gen list`) or config path")
+  sw.add_argument("overrides", nargs="*", metavar="KEY=V1,V2",
+                  help="KEY=V1,V2,... sweeps; KEY=VALUE fixes")
+  sw.add_argument("--workdir", required=True, help="folder holding the runs and the report")
   ev = sub.add_parser("eval", help="evaluate a run's last checkpoint again, with other "
                       "evaluation-only settings (e.g. personalized.newcomer_steps=50); writes nothing")
   ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -132,7 +138,7 @@ def _main(argv: list[str] | None, prog: str) -> int:
     width = max((len(name) for name, _ in listed), default=0)
     print("\n".join(f"{name:<{width}}  {line}" for name, line in listed))
     return 0
-  if extra and (args.command not in ("run", "eval", "config")
+  if extra and (args.command not in ("run", "eval", "config", "sweep")
                 or any("=" not in e for e in extra)):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   if extra:  # KEY=VALUE overrides given after --workdir
@@ -169,6 +175,14 @@ def _dispatch(args) -> int:
     if args.command == "eval":
       from fedjax_gen.trainer import evaluate_checkpoint
       summary = evaluate_checkpoint(args.workdir, args.overrides)
+    elif args.command == "sweep":
+      from fedjax_gen import sweep
+      table, plot_path = sweep.run_sweep(args.experiment, args.overrides, args.workdir,
+                                         lambda c, w: trainer(c)(c, w))
+      print(table)
+      print(f"fedjax-gen: report in {os.path.join(args.workdir, 'report.md')}, plot in "
+            f"{plot_path}", file=sys.stderr)
+      return 0
     elif args.command == "config":
       config = config_lib.apply_overrides(config_lib.load_config(args.experiment),
                                           args.overrides)

@@ -1,0 +1,80 @@
+"""`fedjax-gen sweep EXPERIMENT KEY=V1,V2 ... --workdir W`: every combination of the listed
+values, each a run of its own in `W/KEY=V,KEY=V` (the files a single run writes, so `eval`,
+`report` and resume work on it), then the runs compared (`report`): a Markdown table, seeds
+pooled into mean ± std, in `W/report.md`, and a plot in `W/report.png`.
+
+The runs go one after another; running them side by side in one jitted computation is not
+built yet. A rerun skips finished runs and resumes an interrupted one.
+
+A comma splits the values of a key whose value is a number, true/false or a name from a
+list of choices (`seed=0,1,2`, `lr=0.05,0.1`, `algorithm=fedavg,fedprox`); a key whose value
+is itself a list (`ddpm.unet_channels=16,32,32`) takes its value whole.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from typing import Callable
+
+import ml_collections
+
+from fedjax_gen import config as config_lib
+from fedjax_gen import report
+from fedjax_gen.outputs import atomic_write
+
+
+def _value_of(config: ml_collections.ConfigDict, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part] if part in node else None
+    if node is None:
+      return None
+  return node
+
+
+def axes(config: ml_collections.ConfigDict, overrides: list[str]
+         ) -> tuple[list[str], list[tuple[str, list[str]]]]:
+  """`(fixed overrides, [(key, [value, ...]), ...])`: which overrides are swept."""
+  choices = config_lib.all_options()
+  fixed, swept = [], []
+  for item in overrides:
+    key, _, text = item.partition("=")
+    key = key.strip()
+    current = _value_of(config, key)
+    option = choices.get(key)
+    listable = not isinstance(current, str) or (option is not None and "|" in option.help)
+    parts = [p.strip() for p in text.split(",")]
+    if "," in text and listable and all(parts):
+      swept.append((key, parts))
+    else:
+      fixed.append(item)
+  return fixed, swept
+
+
+def run_sweep(experiment: str, overrides: list[str], workdir: str,
+              train: Callable[[ml_collections.ConfigDict, str], dict]) -> tuple[str, str]:
+  """Runs (or resumes) every combination with `train(config, run_workdir)`; returns the
+  Markdown table and the plot's path. Every combination is checked before any runs."""
+  base = config_lib.load_config(experiment)
+  fixed, swept = axes(base, overrides)
+  if not swept:
+    raise ValueError("Nothing to sweep: give at least one KEY=V1,V2 (e.g. seed=0,1,2); "
+                     "`fedjax-gen run` runs a single config.")
+  runs = []
+  for values in itertools.product(*(v for _, v in swept)):
+    chosen = [f"{k}={v}" for (k, _), v in zip(swept, values)]
+    config = config_lib.apply_overrides(base, fixed + chosen)
+    config_lib.validate(config)
+    runs.append((os.path.join(workdir, ",".join(chosen)), config))
+  print(f"fedjax-gen: sweep of {len(runs)} runs, one after another", file=sys.stderr)
+  for i, (run_dir, config) in enumerate(runs, 1):
+    print(f"fedjax-gen: run {i}/{len(runs)}: {os.path.basename(run_dir)}", file=sys.stderr)
+    train(config, run_dir)
+  rows = report.compare([run_dir for run_dir, _ in runs])
+  table = report.markdown(rows)
+  atomic_write(os.path.join(workdir, "report.md"), table + "\n")
+  plot_path = os.path.join(workdir, "report.png")
+  report.plot(rows, plot_path, report.plot_metric(rows))
+  return table, plot_path
