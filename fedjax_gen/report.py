@@ -83,11 +83,7 @@ def load_run(workdir: str) -> dict:
     raise ValueError(f"{path} holds no config (a JSON object).")
   rows = []
   if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    try:
-      rows = read_metrics(workdir)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{os.path.join(workdir, 'metrics.jsonl')} is not JSON lines "
-                       f"({e}).") from None
+    rows = read_metrics(workdir)  # a damaged row is a ValueError naming its line
   finished = os.path.exists(os.path.join(workdir, "summary.json"))
   if finished:
     try:
@@ -109,22 +105,7 @@ def load_run(workdir: str) -> dict:
 def _identity(config: dict) -> dict:
   """The config keys that make runs different experiments: all but `seed`, the "free" keys
   and the keys the run's algorithm does not read; a key added since the run, its default."""
-  declared = options.all_options()
-  flat = {**_defaults(), **{options.RENAMED.get(k, k): v
-                            for k, v in options.flatten(config).items()}}
-  algorithm = flat.get("algorithm", "")
-  out = {}
-  for key, value in flat.items():
-    option = declared.get(key)
-    if key == "seed" or (option is not None and (option.role == "free"
-                                                 or not options.applies(option, algorithm))):
-      continue
-    out[key] = value
-  return out
-
-
-def _defaults() -> dict:
-  return options.flatten(json.loads(options.base_config().to_json()))
+  return {k: v for k, v in options.identity(config).items() if k != "seed"}
 
 
 def _stats(values: list[float], n: int) -> dict:

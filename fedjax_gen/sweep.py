@@ -23,26 +23,18 @@ import ml_collections
 from fedjax_gen import config as config_lib
 from fedjax_gen import report
 from fedjax_gen.outputs import atomic_write
-
-
-def _value_of(config: ml_collections.ConfigDict, key: str):
-  node = config
-  for part in key.split("."):
-    node = node[part] if part in node else None
-    if node is None:
-      return None
-  return node
+from fedjax_gen.trainer.options import flatten
 
 
 def axes(config: ml_collections.ConfigDict, overrides: list[str]
          ) -> tuple[list[str], list[tuple[str, list[str]]]]:
   """`(fixed overrides, [(key, [value, ...]), ...])`: which overrides are swept."""
-  choices = config_lib.all_options()
+  choices, values = config_lib.all_options(), flatten(config)
   fixed, swept = [], []
   for item in overrides:
     key, _, text = item.partition("=")
     key = key.strip()
-    current = _value_of(config, key)
+    current = values.get(key)
     option = choices.get(key)
     listable = not isinstance(current, str) or (option is not None and "|" in option.help)
     parts = [p.strip() for p in text.split(",")]

@@ -45,7 +45,8 @@ class Checkpointer:
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # orbax and TensorStore raise many kinds on a damaged file
         first = (str(e).splitlines() or [""])[0]
-        bad.append((step, f"{type(e).__name__}: {first[:150]}{'...' if len(first) > 150 else ''}"))
+        first = first if len(first) <= 150 else first[:150] + "..."
+        bad.append((step, f"{type(e).__name__}: {first}"))
         continue
       for b, why in bad:
         self._unreadable(b, why, step, set_aside)

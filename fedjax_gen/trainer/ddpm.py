@@ -33,7 +33,7 @@ from fedjax_gen.trainer.checkpoint import Checkpointer
 from fedjax_gen.trainer.ddpm_options import check_options, guidance_scales
 from fedjax_gen.trainer.train import (AUDIT_EXAMPLES, load_federated_data, make_private,
                                       privacy_summary, sample_members)
-from fedjax_gen.trainer.workdir import Interrupted, Run, open_run, training
+from fedjax_gen.trainer.workdir import Interrupted, Run, loss_not_finite, open_run, training
 
 
 def train_ddpm(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -94,12 +94,7 @@ def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> 
       ema = update_ema(ema, server.params)
       loss = float(metrics.train_loss)  # syncs; rounds of a DDPM are long, the sync is cheap
       if not np.isfinite(loss):
-        ckpt.wait()
-        last = ckpt.latest_round()
-        raise FloatingPointError(
-            f"DDPM loss became {loss} at round {r}; stopped. "
-            + (f"The last checkpoint (round {last}) is intact. " if last else
-               "No checkpoint was saved before it. ") + "Try a smaller lr.")
+        raise loss_not_finite("DDPM loss", loss, r, ckpt, "Try a smaller lr.")
       now = time.perf_counter()
       elapsed += now - t_last
       t_last = now

@@ -124,22 +124,28 @@ def applies(option: Option, algorithm: str) -> bool:
   return not option.algorithms or algorithm in option.algorithms
 
 
+def identity(config: dict, allowed: Iterable[str] = ("free",),
+             algorithm: str | None = None) -> dict:
+  """The dotted keys that fix what a run computes, with their values: the flattened config
+  (nested dict as `config.to_json` writes it; old flat names renamed, keys added since at
+  their defaults) without the keys whose role is in `allowed` or that `algorithm` (the
+  config's own by default) does not read (`Option.algorithms`). Keys this version no
+  longer has stay."""
+  options = all_options()
+  flat = {**flatten(json.loads(base_config().to_json())),
+          **{RENAMED.get(k, k): v for k, v in flatten(config).items()}}
+  algorithm = flat.get("algorithm", "") if algorithm is None else algorithm
+  skip = {k for k, o in options.items() if o.role in allowed or not applies(o, algorithm)}
+  return {k: v for k, v in flat.items() if k not in skip}
+
+
 def changed(saved: dict, current: dict, allowed: Iterable[str] = ("free",)) -> list[str]:
   """The dotted keys that differ between two configs (nested dicts as `config.to_json`
-  writes them) and whose role is not in `allowed`; keys an algorithm does not read
+  writes them) and whose role is not in `allowed`; keys the current algorithm does not read
   (`Option.algorithms`) do not count. Keys this version no longer has do."""
-  options, algorithm = all_options(), current.get("algorithm", "")
-  saved_flat = {RENAMED.get(k, k): v for k, v in flatten(saved).items()}
-  current_flat = flatten(current)
-  defaults = flatten(json.loads(base_config().to_json()))  # keys added since: defaults
-  diff = []
-  for key in sorted(set(saved_flat) | set(current_flat)):
-    option = options.get(key)
-    if option is not None and (option.role in allowed or not applies(option, algorithm)):
-      continue
-    if saved_flat.get(key, defaults.get(key)) != current_flat.get(key, defaults.get(key)):
-      diff.append(key)
-  return diff
+  algorithm = current.get("algorithm", "")
+  old, new = identity(saved, allowed, algorithm), identity(current, allowed, algorithm)
+  return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 def validate(c: ml_collections.ConfigDict, *, custom_model: bool = False,

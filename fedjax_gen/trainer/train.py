@@ -32,7 +32,7 @@ from fedjax_gen.privacy import accounting, dp
 from fedjax_gen.trainer import generation, options
 from fedjax_gen.trainer import plan as plan_lib
 from fedjax_gen.trainer.checkpoint import Checkpointer, saved_rounds
-from fedjax_gen.trainer.workdir import Interrupted, Run, open_run, training
+from fedjax_gen.trainer.workdir import Interrupted, Run, loss_not_finite, open_run, training
 from fedjax_gen.types import FederatedAlgorithm
 
 Dataset = tuple  # (x_train, y_train, x_test, y_test) NumPy arrays, integer labels
@@ -406,13 +406,8 @@ def _train(config: ml_collections.ConfigDict, run: Run, s: _Setup, custom: dict)
       clients_per_s = len(pending) * config.clients_per_round / (now - t_last)
       for (rr, _, _), loss, extra in zip(pending, losses, extras):
         if not np.isfinite(loss):
-          ckpt.wait()
-          last = ckpt.latest_round()
-          raise FloatingPointError(
-              f"Training loss became {loss} at round {rr}; stopped. "
-              + (f"The last checkpoint (round {last}) is intact. " if last else
-                 "No checkpoint was saved before it. ")
-              + "Try a smaller lr or check the data.")
+          raise loss_not_finite("Training loss", loss, rr, ckpt,
+                                "Try a smaller lr or check the data.")
         row = {"round": rr, "train_loss": float(loss),
                **{k: float(v) for k, v in extra.items()},
                **({"epsilon": ledger.epsilon(rr)} if ledger else {})}

@@ -174,6 +174,17 @@ def _lock(workdir: str) -> int | None:
   return fd
 
 
+def loss_not_finite(what: str, loss: float, round_: int, ckpt: Checkpointer,
+                    hint: str) -> FloatingPointError:
+  """The error that stops a round loop whose loss became NaN or infinite, naming the newest
+  checkpoint once its pending save is on disk (or that none was saved)."""
+  ckpt.wait()
+  last = ckpt.latest_round()
+  kept = (f"The last checkpoint (round {last}) is intact. " if last else
+          "No checkpoint was saved before it. ")
+  return FloatingPointError(f"{what} became {loss} at round {round_}; stopped. {kept}{hint}")
+
+
 @contextlib.contextmanager
 def training(run: Run, ckpt: Checkpointer) -> Iterator[Callable[[], int]]:
   """Guards a round loop: yields `stop_requested()` (the number of a signal received since
