@@ -177,8 +177,9 @@ def _dispatch(args) -> int:
       summary = evaluate_checkpoint(args.workdir, args.overrides)
     elif args.command == "sweep":
       from fedjax_gen import sweep
+      from fedjax_gen.trainer.runs import train_runs
       table, plot_path = sweep.run_sweep(args.experiment, args.overrides, args.workdir,
-                                         lambda c, w: trainer(c)(c, w))
+                                         train_runs)
       print(table)
       print(f"fedjax-gen: report in {os.path.join(args.workdir, 'report.md')}, plot in "
             f"{plot_path}", file=sys.stderr)

@@ -3,8 +3,10 @@ values, each a run of its own in `W/KEY=V,KEY=V` (the files a single run writes,
 `report` and resume work on it), then the runs compared (`report`): a Markdown table, seeds
 pooled into mean ± std, in `W/report.md`, and a plot in `W/report.png`.
 
-The runs go one after another; running them side by side in one jitted computation is not
-built yet. A rerun skips finished runs and resumes an interrupted one.
+Runs that differ only in `seed` and float hyperparameters (`lr`, `fl.server_lr`, ...) train
+side by side, one jitted round `vmap`ped over them (`trainer.runs`; `sweep.chunk` caps how
+many, `sweep.vmap=false` turns it off); the others go one after another, and the reason is
+printed. A rerun skips finished runs and resumes interrupted ones.
 
 A comma splits the values of a key whose value is a number, true/false or a name from a
 list of choices (`seed=0,1,2`, `lr=0.05,0.1`, `algorithm=fedavg,fedprox`); a key whose value
@@ -16,7 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 import ml_collections
 
@@ -46,9 +48,11 @@ def axes(config: ml_collections.ConfigDict, overrides: list[str]
 
 
 def run_sweep(experiment: str, overrides: list[str], workdir: str,
-              train: Callable[[ml_collections.ConfigDict, str], dict]) -> tuple[str, str]:
-  """Runs (or resumes) every combination with `train(config, run_workdir)`; returns the
-  Markdown table and the plot's path. Every combination is checked before any runs."""
+              train: Callable[[Sequence[ml_collections.ConfigDict], Sequence[str]], list]
+              ) -> tuple[str, str]:
+  """Runs (or resumes) every combination with `train(configs, run_workdirs)`
+  (`trainer.runs.train_runs`); returns the Markdown table and the plot's path. Every
+  combination is checked before any runs."""
   base = config_lib.load_config(experiment)
   fixed, swept = axes(base, overrides)
   if not swept:
@@ -60,10 +64,8 @@ def run_sweep(experiment: str, overrides: list[str], workdir: str,
     config = config_lib.apply_overrides(base, fixed + chosen)
     config_lib.validate(config)
     runs.append((os.path.join(workdir, ",".join(chosen)), config))
-  print(f"fedjax-gen: sweep of {len(runs)} runs, one after another", file=sys.stderr)
-  for i, (run_dir, config) in enumerate(runs, 1):
-    print(f"fedjax-gen: run {i}/{len(runs)}: {os.path.basename(run_dir)}", file=sys.stderr)
-    train(config, run_dir)
+  print(f"fedjax-gen: sweep of {len(runs)} runs in {workdir}", file=sys.stderr)
+  train([config for _, config in runs], [run_dir for run_dir, _ in runs])
   rows = report.compare([run_dir for run_dir, _ in runs])
   table = report.markdown(rows)
   atomic_write(os.path.join(workdir, "report.md"), table + "\n")

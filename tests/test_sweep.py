@@ -56,22 +56,30 @@ def test_nothing_to_sweep_is_one_line(tmp_path, capsys):
 
 
 def test_a_killed_sweep_resumes_to_the_same_runs(tmp_path):
+  # The command: six runs side by side in one jitted round, killed after their
+  # first checkpoint, resumed, each equal to its single run and open to `eval`.
   cmd = [sys.executable, "-m", "fedjax_gen", "sweep", "quickstart", *SMALL, "rounds=6",
-         "checkpoint_every=2", "seed=0,1,2", "--workdir", str(tmp_path / "s")]
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  first = tmp_path / "s" / "seed=0" / "summary.json"
+         "checkpoint_every=2", "seed=0,1,2", "lr=0.05,0.1", "--workdir", str(tmp_path / "s")]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  first = tmp_path / "s" / "seed=0,lr=0.05" / "checkpoints" / "2"
   deadline = time.time() + 240
   while time.time() < deadline and not first.exists() and proc.poll() is None:
     time.sleep(0.05)
   assert proc.poll() is None, "the sweep ended before it could be killed"
   proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  _, err = proc.communicate()
+  assert "6 runs side by side in one jitted round" in err
   assert not (tmp_path / "s" / "report.md").exists()
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr
-  for seed in (0, 1, 2):
+  assert sum(line.startswith("| 0.") for line in done.stdout.splitlines()) == 2  # per lr
+  for seed, lr in ((0, 0.05), (2, 0.1)):
+    name = f"seed={seed},lr={lr}"
     single = train_and_evaluate(config_lib.apply_overrides(
-        config_lib.load_config("quickstart"), SMALL + ["rounds=6", f"seed={seed}"]),
-        str(tmp_path / f"one{seed}"))
-    swept = json.loads((tmp_path / "s" / f"seed={seed}" / "summary.json").read_text())
-    assert swept["global_accuracy"] == pytest.approx(single["global_accuracy"], abs=0), seed
+        config_lib.load_config("quickstart"), SMALL + ["rounds=6", f"seed={seed}", f"lr={lr}"]),
+        str(tmp_path / name))
+    swept = json.loads((tmp_path / "s" / name / "summary.json").read_text())
+    assert swept["global_accuracy"] == pytest.approx(single["global_accuracy"], abs=1e-6)
+    assert swept["global_loss"] == pytest.approx(single["global_loss"], rel=1e-4)
+    assert evaluate_checkpoint(str(tmp_path / "s" / name))["global_accuracy"] == (
+        swept["global_accuracy"])

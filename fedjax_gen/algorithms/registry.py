@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from fedjax_gen.algorithms import base
@@ -17,7 +19,8 @@ from fedjax_gen.algorithms.perfedavg import perfedavg
 from fedjax_gen.algorithms.pfedgpa import PFedGPAOptions, pfedgpa
 from fedjax_gen.algorithms.pfedme import pfedme
 from fedjax_gen.algorithms.scaffold import scaffold
-from fedjax_gen.algorithms.server_optimizers import SERVER_OPTIMIZERS, server_optimizer
+from fedjax_gen.algorithms.server_optimizers import (DEFAULT_SERVER_LR, SERVER_OPTIMIZERS,
+                                                     server_optimizer)
 from fedjax_gen.types import Option, options_of
 
 # FedAvgM / FedAdam / FedYogi are FedAvg with that server optimizer.
@@ -116,10 +119,13 @@ def make_algorithm(name: str, loss_fn: base.LossFn, *, lr: float, momentum: floa
     raise ValueError(f"{name} needs generated data: the trainer builds it "
                      "(fedjax_gen.trainer.generation).")
   f, p = options_of(FL_OPTIONS, fl), options_of(PERSONALIZED_OPTIONS, personalized)
-  client_opt = optax.chain(optax.add_decayed_weights(f.weight_decay),
-                           optax.sgd(lr, momentum=momentum or None))
-  server_opt = server_optimizer(_SERVER_OPT_OF.get(name, f.server_optimizer),
-                                f.server_lr or None, f.server_momentum)
+  traced = lambda v: isinstance(v, jax.Array)  # runs side by side (`engine.runs`)
+  client_opt = optax.chain(optax.add_decayed_weights(f.weight_decay), optax.sgd(
+      lr, momentum=momentum if traced(momentum) else momentum or None))
+  opt_name = _SERVER_OPT_OF.get(name, f.server_optimizer)
+  server_lr = (jnp.where(f.server_lr > 0, f.server_lr, DEFAULT_SERVER_LR[opt_name])
+               if traced(f.server_lr) else f.server_lr or None)  # 0: the default
+  server_opt = server_optimizer(opt_name, server_lr, f.server_momentum)
   if name in ("fedper", "fedrep", "fedbabu"):
     head = layer_mask(params, personal_layers(p.personal_layers))
   if name == "pfedgpa":

@@ -8,6 +8,7 @@ beta1=0.9, beta2=0.99 and adaptivity tau=1e-3 as in that paper.
 
 from __future__ import annotations
 
+import jax
 import optax
 
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi")
@@ -20,7 +21,7 @@ def server_optimizer(name: str = "sgd", lr: float | None = None,
     raise ValueError(f"Unknown server optimizer {name!r}; valid names: "
                      f"{', '.join(SERVER_OPTIMIZERS)}.")
   lr = DEFAULT_SERVER_LR[name] if lr is None else lr
-  if lr <= 0:
+  if not isinstance(lr, jax.Array) and lr <= 0:  # a traced lr was checked in its config
     raise ValueError(f"server_lr must be > 0, got {lr}.")
   if name == "sgd":
     return optax.sgd(lr)

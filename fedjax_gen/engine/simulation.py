@@ -63,6 +63,54 @@ def _concat(trees: list[PyTree]) -> PyTree:
       lambda *xs: jnp.concatenate(xs), *trees)
 
 
+def _client_data(data: ClientData, ids) -> ClientData:
+  return ClientData(data.x[ids], data.y[ids], data.count[ids])
+
+
+def sample_clients(train_ids: jax.Array, key: jax.Array, clients_per_round: int):
+  """`(ids, keys)`: clients drawn uniformly without replacement from `train_ids`, each with
+  its own key (folded from its id, so a client's key does not depend on its position)."""
+  k_sample, k_clients = jax.random.split(key)
+  ids = train_ids[jax.random.choice(k_sample, train_ids.shape[0], (clients_per_round,),
+                                    replace=False)]
+  return ids, jax.vmap(lambda i: jax.random.fold_in(k_clients, i))(ids)
+
+
+def aggregate(alg: FederatedAlgorithm, data: ClientData, server, client_states, ids, uploads,
+              new_states, metrics):
+  """The server update, weights proportional to the sampled clients' example counts, and
+  their new states scattered back."""
+  counts = data.count[ids].astype(jnp.float32)
+  weights = counts / jnp.maximum(counts.sum(), 1.0)
+  server = alg.server_update(server, uploads, weights)
+  client_states = _put(client_states, ids, new_states)
+  return server, client_states, RoundMetrics(jnp.dot(weights, metrics["train_loss"]),
+                                             ids, metrics["local_steps"])
+
+
+def fused_round(alg: FederatedAlgorithm, schedule: LocalSchedule, population: ClientData,
+                train_ids: jax.Array, server, client_states, key, *, clients_per_round: int,
+                chunk_size: int, max_steps: int):
+  """One whole round as a pure function (traced by `Simulation` under `jit`, and by
+  `engine.runs` under `vmap` over runs): sample, local steps of every sampled client
+  (`vmap`ped in chunks of `chunk_size`), aggregate. `max_steps` only bounds the loop: each
+  client stops at its own step count."""
+  ids, keys = sample_clients(train_ids, key, clients_per_round)
+  sampled = _take(client_states, ids)
+
+  def one_client(args):
+    cid, cstate, ckey = args
+    data = _client_data(population, cid)
+    carry = local.begin(alg.client_init, server, cstate, ckey)
+    carry = local.run_steps(alg.client_step, schedule, server, carry, data, 0, max_steps,
+                            loop="scan")
+    return local.end(alg, schedule, server, cstate, carry, data)
+
+  uploads, new_states, metrics = jax.lax.map(one_client, (ids, sampled, keys),
+                                             batch_size=chunk_size)
+  return aggregate(alg, population, server, client_states, ids, uploads, new_states, metrics)
+
+
 class Simulation:
   """A federated population on device and the round that trains it.
 
@@ -98,14 +146,13 @@ class Simulation:
     self.plan = plan or ExecutionPlan(chunk_size=clients_per_round, steps_per_call=0)
     self.sharding = sharding
     self.counts = np.asarray(train.count, np.int32)
-    put = (lambda a: jax.device_put(a, sharding)) if sharding else jax.device_put
-    self.data = ClientData(put(np.asarray(train.x)), put(np.asarray(train.y, np.int32)),
-                           put(self.counts))
+    self._host, self._data = train, None  # moved to the device on first use (`data`)
+    self._train_ids = None
     self.max_steps = int(schedule.num_steps(self.counts).max())
     # The population data is an ARGUMENT of every jitted piece (first, `data`): closed
     # over, it would be embedded in each compiled program as a constant (a copy per
     # program, compile time and host memory growing with the population).
-    self._round_fused = jax.jit(self._fused_round, donate_argnums=(2,))
+    self._round_fused = jax.jit(self._fused_round, donate_argnums=(3,))
     chunk_map = self._squeezed if self.plan.chunk_size == 1 else jax.vmap
     # Host-loop block length: as few blocks as `steps_per_call` allows, of equal length, so
     # padding steps are few (12 steps, k=10: two blocks of 6, not 10 + 10 masked to 2).
@@ -137,6 +184,24 @@ class Simulation:
       return jax.tree.map(lambda a: a[None], f(*args))
     return g
 
+  @property
+  def data(self) -> ClientData:
+    """The population on the device, `[C, max_n, ...]`: moved there once, on first use (a
+    run stacked with others by `engine.runs` never moves its own copy)."""
+    if self._data is None:
+      put = ((lambda a: jax.device_put(a, self.sharding)) if self.sharding
+             else jax.device_put)
+      train, self._host = self._host, None
+      self._data = ClientData(put(np.asarray(train.x)), put(np.asarray(train.y, np.int32)),
+                              put(self.counts))
+      self._train_ids = jax.device_put(self.train_ids.astype(np.int32))
+    return self._data
+
+  def host_data(self) -> ClientData:
+    """The population as NumPy arrays (from the host copy while it has not moved)."""
+    train = self._host if self._data is None else jax.device_get(self._data)
+    return ClientData(np.asarray(train.x), np.asarray(train.y, np.int32), self.counts)
+
   # --- state -----------------------------------------------------------------------
   def init(self, params) -> tuple[PyTree, PyTree]:
     """Server state and the population's stacked client states."""
@@ -153,48 +218,23 @@ class Simulation:
 
   # --- pieces shared by both plans -----------------------------------------------------
   def _sample_ids(self, key):
-    k_sample, k_clients = jax.random.split(key)
-    ids = jnp.asarray(self.train_ids)[jax.random.choice(
-        k_sample, len(self.train_ids), (self.clients_per_round,), replace=False)]
-    keys = jax.vmap(lambda i: jax.random.fold_in(k_clients, i))(ids)  # keyed by client id
-    return ids, keys
+    return sample_clients(jnp.asarray(self.train_ids), key, self.clients_per_round)
 
   def _aggregate(self, data, server, client_states, ids, uploads, new_states, metrics):
-    counts = data.count[ids].astype(jnp.float32)
-    weights = counts / jnp.maximum(counts.sum(), 1.0)
-    server = self.alg.server_update(server, uploads, weights)
-    client_states = _put(client_states, ids, new_states)
-    return server, client_states, RoundMetrics(jnp.dot(weights, metrics["train_loss"]),
-                                               ids, metrics["local_steps"])
-
-  @staticmethod
-  def _client_data(data, ids):
-    return ClientData(data.x[ids], data.y[ids], data.count[ids])
+    return aggregate(self.alg, data, server, client_states, ids, uploads, new_states, metrics)
 
   # --- fused plan: one jitted round ----------------------------------------------------
-  def _fused_round(self, population, server, client_states, key):
-    ids, keys = self._sample_ids(key)
-    sampled = _take(client_states, ids)
-
-    def one_client(args):
-      cid, cstate, ckey = args
-      data = self._client_data(population, cid)
-      carry = local.begin(self.alg.client_init, server, cstate, ckey)
-      carry = local.run_steps(self.alg.client_step, self.schedule, server, carry, data, 0,
-                              self.max_steps, loop="scan")
-      return local.end(self.alg, self.schedule, server, cstate, carry, data)
-
-    uploads, new_states, metrics = jax.lax.map(
-        one_client, (ids, sampled, keys), batch_size=self.plan.chunk_size)
-    return self._aggregate(population, server, client_states, ids, uploads, new_states,
-                           metrics)
+  def _fused_round(self, population, train_ids, server, client_states, key):
+    return fused_round(self.alg, self.schedule, population, train_ids, server, client_states,
+                       key, clients_per_round=self.clients_per_round,
+                       chunk_size=self.plan.chunk_size, max_steps=self.max_steps)
 
   # --- host-loop plan ------------------------------------------------------------------
   def _gather_and_begin(self, population, server, client_states, ids, keys):
     cstates = _take(client_states, ids)
     carry = jax.vmap(lambda cs, k: local.begin(self.alg.client_init, server, cs, k))(
         cstates, keys)
-    return cstates, carry, self._client_data(population, ids)
+    return cstates, carry, _client_data(population, ids)
 
   def _split_chunks(self, ids, keys):
     size = self.plan.chunk_size
@@ -229,7 +269,7 @@ class Simulation:
 
     def one_client(args):
       cid, cstate = args
-      data = self._client_data(population, cid)
+      data = _client_data(population, cid)
       carry = local.begin(adaptation.init, server, cstate, jax.random.fold_in(key, cid))
       carry = local.run_steps(adaptation.step, schedule, server, carry, data, 0, steps,
                               loop="scan")
@@ -249,7 +289,9 @@ class Simulation:
     """One federated round. `client_states` is consumed (its buffers are donated)."""
     t0 = time.perf_counter()
     if self.plan.fused:
-      server, client_states, metrics = self._round_fused(self.data, server, client_states, key)
+      data = self.data
+      server, client_states, metrics = self._round_fused(data, self._train_ids, server,
+                                                          client_states, key)
     else:
       server, client_states, metrics = self._host_round(server, client_states, key)
     if self._post is None:

@@ -32,15 +32,18 @@ class Checkpointer:
     state = {"server": server, "clients": clients, "elapsed_s": np.float64(elapsed_s)}
     self.manager.save(round_, args=ocp.args.StandardSave(state))
 
-  def restore(self, server, clients, *, set_aside: bool = True):
-    """`(server, clients, elapsed_s, round)` from the newest readable checkpoint, into the
-    structure (and shardings) of the given states. An unreadable newer one is named in a
-    one-line warning and, with `set_aside`, moved to `workdir/unreadable-checkpoint-N` (the
-    run will save that round again). None readable: a ValueError naming the folders."""
+  def restore(self, server, clients, *, set_aside: bool = True, at_most: int | None = None):
+    """`(server, clients, elapsed_s, round)` from the newest readable checkpoint (of a round
+    <= `at_most`, when given), into the structure (and shardings) of the given states. An
+    unreadable newer one is named in a one-line warning and, with `set_aside`, moved to
+    `workdir/unreadable-checkpoint-N` (the run will save that round again). None readable:
+    a ValueError naming the folders."""
     target = {"server": server, "clients": clients, "elapsed_s": np.float64(0)}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     bad = []
     for step in sorted(self.manager.all_steps(), reverse=True):
+      if at_most is not None and step > at_most:
+        continue
       try:
         state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
       except Exception as e:  # orbax and TensorStore raise many kinds on a damaged file
@@ -56,6 +59,13 @@ class Checkpointer:
                      f"{bad[0][1] if bad else 'none saved'}). If the run's code or config "
                      "changed, use a new --workdir; if the files are damaged, remove "
                      "those folders to start over.")
+
+  def discard_after(self, round_: int) -> None:
+    """Deletes the checkpoints of rounds after `round_`: a run resumed from an older one
+    (to stay in step with runs it trains beside) computes those rounds again, identically."""
+    for step in self.manager.all_steps():
+      if step > round_:
+        self.manager.delete(step)
 
   def _unreadable(self, step: int, why: str, fallback: int, set_aside: bool) -> None:
     folder = os.path.join(self.workdir, "checkpoints", str(step))

@@ -17,7 +17,7 @@ from fedjax_gen.algorithms import pfedgpa
 from fedjax_gen.algorithms.registry import FL_OPTIONS, PERSONALIZED_OPTIONS, check_options
 from fedjax_gen.data import options as data_options
 from fedjax_gen.privacy import dp as dp_lib
-from fedjax_gen.trainer import ddpm_options, generation, plan
+from fedjax_gen.trainer import ddpm_options, generation, plan, sweep_options
 from fedjax_gen.types import Option
 
 TOP = (
@@ -54,6 +54,7 @@ FAMILIES: dict[str, tuple[Option, ...]] = {
     "run": plan.OPTIONS,
     "ddpm": ddpm_options.OPTIONS,
     "dp": dp_lib.OPTIONS,
+    "sweep": sweep_options.OPTIONS,
 }
 
 # Keys of the flat config of earlier versions -> their nested names (old work folders
@@ -197,6 +198,7 @@ def validate(c: ml_collections.ConfigDict, *, custom_model: bool = False,
                      f"{c.personalized.holdout_clients:.0%}.")
   generation.check_options(c)
   plan.check_options(c)
+  sweep_options.check_options(c)
   if c.dp.enabled:
     algorithm = "fedavg" if c.task == "ddpm" else generation.fl_algorithm_name(c)
     dp_lib.check(algorithm, clip_norm=c.dp.clip_norm, noise_multiplier=c.dp.noise_multiplier,

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from fedjax_gen import data as data_lib
 from fedjax_gen import models, privacy
 from fedjax_gen.algorithms import make_algorithm, pfedgpa
+from fedjax_gen.engine import runs as runs_lib
 from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, masked_cross_entropy,
                                personalized_summary)
 from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
@@ -137,6 +138,7 @@ class _Setup(NamedTuple):
   nonmembers: tuple[np.ndarray, np.ndarray]  # as many of the global test set
   label_counts: np.ndarray
   class_names: Sequence[str]
+  alg_fn: Callable[..., FederatedAlgorithm]  # the algorithm again, with traced hparams
 
 
 AlgorithmArg = FederatedAlgorithm | Callable[..., FederatedAlgorithm] | None
@@ -197,20 +199,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *,
   apply_fn = lambda params, x: net.apply({"params": params}, x)
   params = models.init_params(net, example_shape, jax.random.key(config.seed))
   loss_fn = masked_cross_entropy(apply_fn)
-  if isinstance(algorithm, FederatedAlgorithm):
-    alg = algorithm
-  elif algorithm is not None:  # a factory: (loss_fn, params) -> FederatedAlgorithm
-    alg = algorithm(loss_fn, params)
-  elif config.algorithm in ("genfl", "aigc_only"):
-    alg = generation.make_generative_algorithm(config, loss_fn, aug, fed.num_classes)
-  else:
-    alg = make_algorithm(
-        generation.fl_algorithm_name(config), loss_fn, lr=config.lr, momentum=config.momentum,
-        num_clients=config.num_clients, params=params, fl=config.fl,
-        personalized=config.personalized,
-        pfedgpa_options=(pfedgpa.options_from_config(config)
-                         if config.algorithm == "pfedgpa" else None),
-        clients_per_round=config.clients_per_round)
+  def alg_fn(hparams=None):  # `hparams`: traced values of float keys (engine.runs)
+    return build_algorithm(config, loss_fn, params, algorithm, aug, fed.num_classes,
+                           hparams or {})
+
+  alg = alg_fn()
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   train_ids, new_ids = split_holdout(config)
   alg, noise = make_private(config, alg, population=len(train_ids))
@@ -223,7 +216,31 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *,
   members = sample_members(fed.train, train_ids, AUDIT_EXAMPLES, config.seed)
   nonmembers = (fed.global_test_x[:AUDIT_EXAMPLES], fed.global_test_y[:AUDIT_EXAMPLES])
   return _Setup(sim, evaluator, params, train_ids, new_ids, choice.conv_impl, aug_summary,
-                noise, members, nonmembers, fed.label_counts, fed.class_names)
+                noise, members, nonmembers, fed.label_counts, fed.class_names, alg_fn)
+
+
+def build_algorithm(config: ml_collections.ConfigDict, loss_fn, params,
+                    algorithm: AlgorithmArg, aug, num_classes: int,
+                    hparams: dict) -> FederatedAlgorithm:
+  """The run's algorithm: `algorithm` when passed, else the config's. `hparams` replaces
+  float keys (`lr`, `momentum`, `fl.*`, `personalized.*`) by traced values, so runs that
+  differ only in them share one jitted round (`engine.runs`)."""
+  if isinstance(algorithm, FederatedAlgorithm):
+    return algorithm
+  if algorithm is not None:  # a factory: (loss_fn, params) -> FederatedAlgorithm
+    return algorithm(loss_fn, params)
+  if config.algorithm in ("genfl", "aigc_only"):
+    return generation.make_generative_algorithm(config, loss_fn, aug, num_classes)
+  family = lambda name: {**config[name].to_dict(),
+                         **{k.partition(".")[2]: v for k, v in hparams.items()
+                            if k.startswith(name + ".")}}
+  return make_algorithm(
+      generation.fl_algorithm_name(config), loss_fn, lr=hparams.get("lr", config.lr),
+      momentum=hparams.get("momentum", config.momentum), num_clients=config.num_clients,
+      params=params, fl=family("fl"), personalized=family("personalized"),
+      pfedgpa_options=(pfedgpa.options_from_config(config)
+                       if config.algorithm == "pfedgpa" else None),
+      clients_per_round=config.clients_per_round)
 
 
 AUDIT_EXAMPLES = 2000  # members and non-members each, in a run's membership audit
@@ -363,84 +380,158 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _train(config, run, s, custom)
 
 
+class Member(NamedTuple):
+  """One run of a round loop: its config, held folder, setup and custom objects."""
+  config: ml_collections.ConfigDict
+  run: Run
+  setup: _Setup
+  custom: dict
+
+
 def _train(config: ml_collections.ConfigDict, run: Run, s: _Setup, custom: dict) -> dict:
-  """The round loop of `train_and_evaluate` (resumed from the newest readable checkpoint),
-  then the summary and plots."""
-  workdir = run.workdir
-  sim, evaluator, train_ids, new_ids = s.sim, s.evaluator, s.train_ids, s.new_ids
-  server, client_states = sim.init(s.params)
+  return train_members([Member(config, run, s, custom)])[0]
 
-  # --- resume ----------------------------------------------------------------------------
-  ckpt = Checkpointer(workdir)
-  start, elapsed = 0, 0.0
-  if ckpt.latest_round():
-    server, client_states, elapsed, start = ckpt.restore(server, client_states)
-  log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), keep_through_round=start)
-  ledger = (None if s.noise_multiplier is None else accounting.Ledger(
-      s.noise_multiplier, len(train_ids), config.clients_per_round, config.dp.delta))
 
-  # --- round loop: metrics stay on device until a log point ---------------------------
-  key = jax.random.key(config.seed)  # round r uses fold_in(key, r)
+def _restore(members: Sequence[Member], ckpts: Sequence[Checkpointer]):
+  """Every run's `(server, client_states)`, elapsed seconds and the round they all resume
+  from: the oldest newest checkpoint among them (runs saved together; a kill between their
+  saves leaves one a save ahead, and it recomputes that stretch, identically)."""
+  states = [m.setup.sim.init(m.setup.params) for m in members]
+  elapsed = [0.0] * len(members)
+  start = min(c.latest_round() for c in ckpts)
+  while True:
+    rounds = []
+    for i, (m, c) in enumerate(zip(members, ckpts)):
+      if not start:
+        rounds.append(0)
+        continue
+      server, clients = m.setup.sim.init(m.setup.params)
+      server, clients, elapsed[i], got = c.restore(server, clients, at_most=start)
+      states[i] = (server, clients)
+      rounds.append(got)
+    if min(rounds) == start:
+      for c in ckpts:
+        c.discard_after(start)
+      return states, elapsed, start
+    start = min(rounds)  # one fell back past an unreadable checkpoint: all go back with it
+
+
+def train_members(members: Sequence[Member], stacked=None) -> list[dict]:
+  """The round loop of `train_and_evaluate` for one run, or for several advanced together
+  by one `engine.runs.StackedRuns` round (`stacked`; their configs differ only in what it
+  traces): resumed from their checkpoints, each run logged, evaluated, checkpointed and
+  summarized in its own folder exactly as if alone. Returns the summaries."""
+  head = members[0].config
+  ckpts = [Checkpointer(m.run.workdir) for m in members]
+  states, elapsed, start = _restore(members, ckpts)
+  logs = [MetricsLog(os.path.join(m.run.workdir, "metrics.jsonl"), keep_through_round=start)
+          for m in members]
+  ledgers = [None if m.setup.noise_multiplier is None else accounting.Ledger(
+      m.setup.noise_multiplier, len(m.setup.train_ids), m.config.clients_per_round,
+      m.config.dp.delta) for m in members]
+  keys = [jax.random.key(m.config.seed) for m in members]  # round r: fold_in(key, r)
+  if stacked is None:
+    (server, client_states), = states
+    sim = members[0].setup.sim
+    step = lambda server, cs, r: sim.round(server, cs, jax.random.fold_in(keys[0], r))
+    view = lambda tree, i: tree
+  else:
+    server, client_states = stacked.init(states)
+    keys_stacked = jnp.stack(keys)
+    step = lambda server, cs, r: stacked.round(server, cs, keys_stacked, r)
+    view = runs_lib.take
+  del states
+
   pending, t_last = [], time.perf_counter()
-  bar = tqdm(range(start + 1, config.rounds + 1), initial=start, total=config.rounds,
-             desc=config.experiment if "experiment" in config else "run",
-             disable=not config.progress, unit="round")
-  with training(run, ckpt) as stop_requested, bar, contextlib.closing(log):
+  name = head.experiment if "experiment" in head else "run"
+  bar = tqdm(range(start + 1, head.rounds + 1), initial=start, total=head.rounds,
+             desc=name if len(members) == 1 else f"{name} x{len(members)}",
+             disable=not head.progress, unit="round")
+  with contextlib.ExitStack() as guards:
+    for m in members[1:]:  # one Ctrl-C stops them all (open_run's handler is the last's)
+      m.run.signals = members[0].run.signals
+    stops = [guards.enter_context(training(m.run, c)) for m, c in zip(members, ckpts)]
+    guards.enter_context(bar)
+    for log in logs:
+      guards.enter_context(contextlib.closing(log))
     for r in bar:
-      server, client_states, round_metrics = sim.round(server, client_states,
-                                                       jax.random.fold_in(key, r))
-      extra = dict(sim.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
+      server, client_states, round_metrics = step(server, client_states, r)
+      sim0 = members[0].setup.sim
+      extra = dict(sim0.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
       if hasattr(server, "diffusion_loss"):
         extra["diffusion_loss"] = server.diffusion_loss
       pending.append((r, round_metrics.train_loss, extra))
-      stop = stop_requested()
-      is_eval = r % config.eval_every == 0 or r == config.rounds
-      is_ckpt = (r == config.rounds or stop
-                 or (config.checkpoint_every and r % config.checkpoint_every == 0))
+      stop = stops[0]()
+      is_eval = r % head.eval_every == 0 or r == head.rounds
+      is_ckpt = (r == head.rounds or stop
+                 or (head.checkpoint_every and r % head.checkpoint_every == 0))
       if not (is_eval or is_ckpt):
         continue
       losses, extras = jax.device_get(([loss for _, loss, _ in pending],  # syncs: rounds done
                                        [e for _, _, e in pending]))
       now = time.perf_counter()
-      elapsed += now - t_last
-      clients_per_s = len(pending) * config.clients_per_round / (now - t_last)
-      for (rr, _, _), loss, extra in zip(pending, losses, extras):
-        if not np.isfinite(loss):
-          raise loss_not_finite("Training loss", loss, rr, ckpt,
-                                "Try a smaller lr or check the data.")
-        row = {"round": rr, "train_loss": float(loss),
-               **{k: float(v) for k, v in extra.items()},
-               **({"epsilon": ledger.epsilon(rr)} if ledger else {})}
-        if rr == r:
-          row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
-          if is_eval:
-            row.update(evaluate(config, sim, evaluator, server, client_states, train_ids,
-                                new_ids, _eval_key(config, r)))
-            shown = {"acc": row["global_accuracy"], "pacc": row.get("personalized_accuracy")}
-            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None},
-                            clients_s=f"{clients_per_s:.1f}")
-        log.append(row)
-      if is_ckpt:
-        ckpt.save(r, server, client_states, elapsed)
+      clients_per_s = len(pending) * head.clients_per_round / (now - t_last)
+      for i, (m, log, ckpt, ledger) in enumerate(zip(members, logs, ckpts, ledgers)):
+        elapsed[i] += now - t_last
+        shown = _log_rows(m, log, ckpt, ledger, pending, [view(x, i) for x in losses],
+                          [{k: view(v, i) for k, v in e.items()} for e in extras], r,
+                          is_eval, clients_per_s, elapsed[i],
+                          lambda: (view(server, i), view(client_states, i)))
+        if shown and i == 0:
+          bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None},
+                          clients_s=f"{clients_per_s * len(members):.1f}")
+        if is_ckpt:
+          ckpt.save(r, view(server, i), view(client_states, i), elapsed[i])
       if stop:
-        ckpt.wait()
-        raise Interrupted(workdir, r, stop)
+        for ckpt in ckpts:
+          ckpt.wait()
+        raise Interrupted(members[0].run.workdir, r, stop)
       pending, t_last = [], time.perf_counter()
 
-  # --- summary -------------------------------------------------------------------------
+  return [_summarize(m, log, view(server, i)) for i, (m, log) in enumerate(zip(members, logs))]
+
+
+def _log_rows(m: Member, log: MetricsLog, ckpt: Checkpointer, ledger, pending, losses,
+              extras, r: int, is_eval: bool, clients_per_s: float, elapsed: float,
+              state: Callable[[], tuple]) -> dict | None:
+  """One run's rows for the rounds `pending` since the last log point (evaluated at `r`
+  when `is_eval`, from `state()`); the accuracies shown in the progress bar, if any."""
+  shown = None
+  for (rr, _, _), loss, extra in zip(pending, losses, extras):
+    if not np.isfinite(loss):
+      raise loss_not_finite("Training loss", loss, rr, ckpt,
+                            "Try a smaller lr or check the data.")
+    row = {"round": rr, "train_loss": float(loss),
+           **{k: float(v) for k, v in extra.items()},
+           **({"epsilon": ledger.epsilon(rr)} if ledger else {})}
+    if rr == r:
+      row.update(clients_per_s=clients_per_s, elapsed_s=elapsed)
+      if is_eval:
+        s = m.setup
+        server, client_states = state()
+        row.update(evaluate(m.config, s.sim, s.evaluator, server, client_states, s.train_ids,
+                            s.new_ids, _eval_key(m.config, r)))
+        shown = {"acc": row["global_accuracy"], "pacc": row.get("personalized_accuracy")}
+    log.append(row)
+  return shown
+
+
+def _summarize(m: Member, log: MetricsLog, server) -> dict:
+  """The summary and plots of a finished run."""
+  config, s, workdir = m.config, m.setup, m.run.workdir
   final = {k: log.last(k) for k in ("global_accuracy", "global_loss", "personalized_accuracy",
                                     "personalized_std", "personalized_worst10",
                                     "new_client_accuracy")}
   # A loss-threshold membership attack on the final global model: its training clients'
   # examples against the test set (Yeom et al. 2018).
-  audit = privacy.audit_classifier(evaluator.apply_fn, server.params, *s.members,
+  audit = privacy.audit_classifier(s.evaluator.apply_fn, server.params, *s.members,
                                    *s.nonmembers, seed=config.seed)
   summary = {"experiment": config.get("experiment", "run"), "algorithm": config.algorithm,
-             **({"custom": custom} if custom else {}),
+             **({"custom": m.custom} if m.custom else {}),
              **final, "rounds": config.rounds, "wall_time_s": log.last("elapsed_s"),
-             "plan": vars(sim.plan), "conv_impl": s.conv_impl,
+             "plan": vars(s.sim.plan), "conv_impl": s.conv_impl,
              "backend": jax.default_backend(), **(s.aug_summary or {}),
-             **privacy_summary(config, s.noise_multiplier, len(train_ids)),
+             **privacy_summary(config, s.noise_multiplier, len(s.train_ids)),
              "audit": {"membership": audit},
              **_time_split(log.rows)}
   write_json(os.path.join(workdir, "summary.json"), summary)

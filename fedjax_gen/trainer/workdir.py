@@ -138,7 +138,8 @@ def open_run(config: ml_collections.ConfigDict, workdir: str, *,
                           "--workdir pointing to a folder you can write.") from None
   run = Run(workdir, current)
   main = threading.current_thread() is threading.main_thread()
-  before = {s: signal.signal(s, run.signals) for s in (signal.SIGINT, signal.SIGTERM)
+  handler = lambda signum, frame: run.signals(signum, frame)  # runs may share one
+  before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
             } if main else {}
   try:
     run.current = check_workdir(config, workdir, resumable=resumable, custom=custom)  # held

@@ -66,5 +66,6 @@ def test_population_data_is_an_argument_not_a_compiled_constant():
   """Closed over, the population would be copied into each compiled program as a constant
   (compile time and memory growing with the population); it is passed as an argument."""
   sim, (server, states) = mlp_simulation(None, clients=64, examples=40)
-  text = sim._round_fused.lower(sim.data, server, states, jax.random.key(0)).as_text()
+  text = sim._round_fused.lower(sim.data, sim._train_ids, server, states,
+                                 jax.random.key(0)).as_text()
   assert len(text) < sim.data.x.nbytes / 4  # embedded, its hex alone would be 2x nbytes
