@@ -456,8 +456,7 @@ def train_members(members: Sequence[Member], stacked=None) -> list[dict]:
       guards.enter_context(contextlib.closing(log))
     for r in bar:
       server, client_states, round_metrics = step(server, client_states, r)
-      sim0 = members[0].setup.sim
-      extra = dict(sim0.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
+      extra = dict(members[0].setup.sim.last_timing or {})  # pFedGPA: server vs clients seconds, DDPM loss
       if hasattr(server, "diffusion_loss"):
         extra["diffusion_loss"] = server.diffusion_loss
       pending.append((r, round_metrics.train_loss, extra))
