@@ -42,15 +42,15 @@ def input_shape(model_name: str) -> tuple[int, int, int]:
   return (32, 32, 3) if model_name == "resnet18" else (28, 28, 1)
 
 
-def auto_choice(model_name: str, clients: int):
-  """What `fedjax-gen run` chooses for the model (`run.conv_impl=auto`, automatic plan):
-  `fedjax_gen.trainer.plan.choose`."""
+def auto_choice(model_name: str, clients: int, conv_impl: str = "auto"):
+  """What `fedjax-gen run` chooses for the model (`run.conv_impl=conv_impl`, automatic
+  plan): `fedjax_gen.trainer.plan.choose`."""
   from fedjax_gen import models
   from fedjax_gen.trainer import plan
   shape = input_shape(model_name)
   return plan.choose(lambda impl: models.get_model(model_name, num_classes=CLASSES,
                                                    input_shape=shape, conv_impl=impl),
-                     shape, clients_per_round=clients)
+                     shape, clients_per_round=clients, conv_impl=conv_impl)
 
 
 def default_conv_impl(model_name: str) -> str:
@@ -102,8 +102,9 @@ def sgd_step_fn(apply_fn):
 
 
 # --- runners: each returns (round_fn, info); round_fn runs one round and blocks ----------
-def fedjax_gen_runner(model_name, x, y, chunk):
-  """`chunk`: None for `auto_plan`, an int, or "all"."""
+def fedjax_gen_runner(model_name, x, y, chunk, conv_impl="auto"):
+  """`chunk`: None for `auto_plan`, an int, or "all"; `conv_impl`: "auto" (the runner's own
+  choice) or "xla" | "im2col" (forced; the MLP has no convolution)."""
   import jax
   import numpy as np
   import optax
@@ -112,10 +113,11 @@ def fedjax_gen_runner(model_name, x, y, chunk):
   from fedjax_gen.engine import ExecutionPlan, LocalSchedule, Simulation, masked_cross_entropy
   clients = len(x)
   if chunk is None:
-    auto = auto_choice(model_name, clients)
+    auto = auto_choice(model_name, clients, conv_impl)
     conv_impl, plan = auto.conv_impl, auto.plan
   else:
-    conv_impl = scanned_conv_impl(model_name)
+    if conv_impl == "auto" or model_name == "mlp":
+      conv_impl = scanned_conv_impl(model_name)
     plan = ExecutionPlan(clients if chunk == "all" else int(chunk), 0)
   apply_fn, params = flax_model(model_name, "xla" if conv_impl == "none" else conv_impl)
   alg = fedavg(masked_cross_entropy(apply_fn), optax.sgd(LR))
@@ -299,11 +301,13 @@ def fedjax_runner(model_name, x, y):
   return round_fn, {"conv_impl": conv_impl, "model_wrapper": "fedjax.Model(flax)"}
 
 
-def make_runner(runner: str, model_name: str, x, y, *, torch_threads: int | None = None):
+def make_runner(runner: str, model_name: str, x, y, *, torch_threads: int | None = None,
+                conv_impl: str = "auto"):
+  """`conv_impl`: the fedjax_gen runners' convolution ("auto": their own choice)."""
   if runner == "fedjax_gen_auto":
-    return fedjax_gen_runner(model_name, x, y, None)
+    return fedjax_gen_runner(model_name, x, y, None, conv_impl)
   if runner.startswith("fedjax_gen_chunk"):
-    return fedjax_gen_runner(model_name, x, y, runner[len("fedjax_gen_chunk"):])
+    return fedjax_gen_runner(model_name, x, y, runner[len("fedjax_gen_chunk"):], conv_impl)
   if runner in ("jax_loop", "jax_loop_client"):
     return jax_loop_runner(model_name, x, y, per_client=runner == "jax_loop_client")
   if runner == "torch_loop":

@@ -171,7 +171,8 @@ def measure(spec: dict, serve: bool = False) -> dict:
   """
   x, y = make_data(spec["model"], spec["clients"])
   base_rss = rss_mb("VmRSS")
-  round_fn, info = make_runner(spec["runner"], spec["model"], x, y)
+  round_fn, info = make_runner(spec["runner"], spec["model"], x, y,
+                               conv_impl=spec.get("conv_impl", "auto"))
   first = time_round(round_fn)[0]
   times, cpu = [], []
   if serve:
@@ -316,8 +317,8 @@ def run_uncontended(spec: dict, timeout: float, retries: int) -> dict:
 
 
 # --- planning: what to measure, what to skip ----------------------------------------------
-def auto_plan_of(model_name: str, clients: int) -> str:
-  return str(auto_choice(model_name, clients).plan)
+def auto_plan_of(model_name: str, clients: int, conv_impl: str = "auto") -> str:
+  return str(auto_choice(model_name, clients, conv_impl).plan)
 
 
 def chunk_plan(runner: str, clients: int) -> str | None:
@@ -465,7 +466,7 @@ def measure_all(args, path: str, old_path: str | None = None) -> dict:
     data["started"], data["peak"] = old["started"], old["peak"]  # the first run's peak
   for model in args.models:
     for clients in sorted(args.clients):
-      auto = auto_plan_of(model, clients)
+      auto = auto_plan_of(model, clients, args.conv_impl)
       planned = [plan_one(args, data, model, clients, runner, auto, flops, peak["flop_s"])
                  for runner in args.runners]
       specs = [spec for _, spec in planned if spec]
@@ -489,7 +490,8 @@ def remeasure_contended(args, path: str, old_path: str | None) -> dict:
   for i, rec in enumerate(data["records"]):
     if rec["status"] != "ok" or rec["cpu_share"] >= args.remeasure_below * rec["cores"]:
       continue
-    spec = {k: rec[k] for k in ("model", "clients", "runner", "repeats")}
+    spec = {**{k: rec[k] for k in ("model", "clients", "runner", "repeats")},
+            "conv_impl": args.conv_impl}
     new = run_uncontended(spec, 2 * args.max_seconds + 120, args.retries)
     if new["status"] == "ok" and new["cpu_share"] > rec["cpu_share"]:
       new.update(spec, projected_s=rec.get("projected_s"), remeasured=datetime.datetime.now()
@@ -524,7 +526,8 @@ def plan_one(args, data, model, clients, runner, auto, flops, peak) -> tuple[dic
   if projected > args.max_seconds:
     return {**rec, "status": "skipped", "reason": f"projected {projected:.0f} s > "
             f"--max-seconds {args.max_seconds:.0f}"}, None
-  return {**rec, "repeats": repeats, "projected_s": projected}, {**rec, "repeats": repeats}
+  return ({**rec, "repeats": repeats, "projected_s": projected},
+          {**rec, "repeats": repeats, "conv_impl": args.conv_impl})
 
 
 def finish(rec: dict, data: dict) -> dict:
@@ -739,6 +742,10 @@ def parse_args(argv, prog: str = PROG):
   parser.add_argument("--update", action="store_true",
                       help="measure only --models x --clients again, keeping the saved "
                            "records of the other groups (ratios compare runners of a group)")
+  parser.add_argument("--conv-impl", default="auto", choices=("auto", "xla", "im2col"),
+                      help="the fedjax_gen runners' convolution: auto (each runner's own "
+                           "choice) or forced, e.g. to compare xla and im2col on a GPU "
+                           "(each into its own --out)")
   parser.add_argument("--report-only", action="store_true")
   parser.add_argument("--note", default="", help="a line shown with this run's table")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
