@@ -1,0 +1,331 @@
+"""When does generated data help? Gen-FedSD and GenFL against FedAvg, mapped against rounds,
+generator quality and label skew.
+
+Three tables and plots, each cell with its rounds and seeds:
+
+* **gain vs rounds**: Gen-FedSD and GenFL minus FedAvg (global test accuracy, points) at
+  rounds 5, 10, 20 and the last, and the first round each reaches the target accuracy
+  (the communication claim apart from the accuracy claim). Digits #C=2 always; Fashion-MNIST
+  #C=2 (`genaug_fmnist`, 50 rounds) when its generator exists (`--fmnist`).
+* **gain vs generator quality**: digits #C=2 with federated DDPMs stopped after 2, 5, 10, 20
+  and 40 rounds (one training, resumed stage by stage; each stage's generator is kept in
+  `ROOT/generators/ddpm-rN` with its CAS and Frechet distance).
+* **gain vs skew**: digits #C=1, #C=2, #C=3, Dir(0.1), Dir(0.5) with the best generator,
+  and Gen-FedSD's fill rules (`max`, `budget`, `global`) on #C=2.
+
+Every cell is `train_and_evaluate` (through `trainer.runs.train_runs`, which trains the
+seeds of a cell side by side where it can) in its own folder under `--root`, so a rerun
+resumes and `--report-only` redraws from what is on disk. Output: `--out` (default
+`./fedjax-gen-out/genaug_map`), or the committed `experiments/RESULTS.md` and
+`experiments/results/` with `--update-reports`.
+
+    python experiments/genaug_map.py                      # digits: generators, the three maps
+    python experiments/genaug_map.py --seeds 0 1 2        # more seeds (resumes the rest)
+    python experiments/genaug_map.py --fmnist             # + Fashion-MNIST #C=2, 50 rounds
+    python experiments/genaug_map.py --tiny --root /tmp/m # plumbing only (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(os.path.dirname(HERE))  # fedjax_gen_bench of this checkout, if not installed
+from fedjax_gen_bench import reports as reports_lib  # noqa: E402
+
+NAME = "genaug_map"
+METHODS = ("gen_fedsd", "genfl")
+SPLITS = {"c1": ("#C=1", ["partition=label_k", "classes_per_client=1"]),
+          "c2": ("#C=2", ["partition=label_k", "classes_per_client=2"]),
+          "c3": ("#C=3", ["partition=label_k", "classes_per_client=3"]),
+          "dir0.1": ("Dir(0.1)", ["partition=dirichlet", "alpha=0.1"]),
+          "dir0.5": ("Dir(0.5)", ["partition=dirichlet", "alpha=0.5"])}
+FILL_RULES = {"max": [], "budget": ["genaug.fill_rule=budget", "genaug.fill_budget=100"],
+              "global": ["genaug.fill_rule=global"]}
+AT_ROUNDS = (5, 10, 20)
+DIGITS_TARGET, FMNIST_TARGET = 0.9, 0.8
+
+# Digits: the notebook's setup (quickstart's MLP and optimizer, 10 clients all per round).
+DIGITS = ["num_clients=10", "clients_per_round=10", "rounds=30", "eval_every=1",
+          "checkpoint_every=10", "progress=false", "genaug.sample_steps=25",
+          "genfl.synthetic_per_class=100", "genfl.server_steps=10"]
+DIGITS_DDPM = ["dataset=digits", "progress=false", "num_clients=10", "clients_per_round=5",
+               "local_steps=20", "ddpm.unet_channels=16,32", "ddpm.guidance_scale=2",
+               "ddpm.eval_guidance_scales=", "ddpm.eval_samples_per_class=50",
+               "ddpm.sample_steps=25", "ddpm.audit_examples=100", "checkpoint_every=5"]
+DDPM_STAGES = (2, 5, 10, 20, 40)
+TINY = {"digits": ["rounds=2", "local_epochs=1", "eval_every=1", "genaug.sample_steps=2",
+                   "genaug.batch_size=64", "genaug.fill_rule=budget", "genaug.fill_budget=8",
+                   "genfl.synthetic_per_class=5", "genfl.server_steps=2"],
+        "ddpm": ["local_steps=2", "num_clients=3", "clients_per_round=2",
+                 "ddpm.unet_channels=8,8", "ddpm.eval_samples_per_class=2",
+                 "ddpm.sample_batch_size=20", "ddpm.sample_steps=2",
+                 "ddpm.classifier_epochs=1", "ddpm.audit_examples=10"],
+        "stages": (1, 2), "splits": ("c2",)}
+
+
+# --- running ---------------------------------------------------------------------------
+def _config(experiment: str, overrides: list[str]):
+  from fedjax_gen import config as config_lib
+  return config_lib.apply_overrides(config_lib.load_config(experiment), overrides)
+
+
+def train_generators(root: str, stages, extra: list[str]) -> list[dict]:
+  """One federated DDPM on digits trained stage by stage (resumed, never restarted); each
+  stage's generator copied to `ROOT/generators/ddpm-rN` with its quality."""
+  from fedjax_gen.trainer import train_ddpm
+  out = []
+  for rounds in stages:
+    keep = os.path.join(root, "generators", f"ddpm-r{rounds}")
+    info_path = os.path.join(keep, "quality.json")
+    if not os.path.exists(info_path):
+      summary = train_ddpm(_config("ddpm_fmnist", DIGITS_DDPM + extra + [f"rounds={rounds}"]),
+                           os.path.join(root, "ddpm"))
+      shutil.rmtree(keep, ignore_errors=True)
+      shutil.copytree(summary["generator_dir"], keep)
+      with open(info_path, "w") as f:
+        json.dump({"rounds": rounds, "cas": summary["cas"],
+                   "frechet_distance": summary["frechet_distance"],
+                   "train_wall_time_s": summary["train_wall_time_s"]}, f)
+    with open(info_path) as f:
+      out.append({**json.load(f), "dir": keep})
+    print(f"genaug_map: generator ddpm-r{rounds}: CAS {out[-1]['cas']:.3f}", file=sys.stderr)
+  return out
+
+
+def cell_dir(root: str, part: str, name: str, algorithm: str, seed: int) -> str:
+  return os.path.join(root, part, name, f"{algorithm}-seed{seed}")
+
+
+def run_cells(cells: list[tuple[str, str, list[str]]]) -> None:
+  """`(experiment, workdir, overrides)` each: trained (resumed) together."""
+  from fedjax_gen.trainer.runs import train_runs
+  if cells:
+    train_runs([_config(e, o) for e, _, o in cells], [w for _, w, _ in cells])
+
+
+def plan_cells(args, generators: list[dict]) -> list[tuple[str, str, list[str]]]:
+  """Every cell of the three maps (a cell shared by two maps runs once)."""
+  tiny = TINY["digits"] if args.tiny else []
+  best = generators[-1]["dir"]
+  cells = {}
+
+  def add(part, name, algorithm, split, extra=(), experiment="quickstart", base=DIGITS):
+    for seed in args.seeds:
+      workdir = cell_dir(args.root, part, name, algorithm, seed)
+      cells[workdir] = (experiment, workdir, [*base, *SPLITS[split][1], *tiny, *extra,
+                                              f"algorithm={algorithm}", f"seed={seed}"])
+
+  order = sorted(args.splits, key=lambda s: s != "c2")  # #C=2 first: every map uses it
+  for split in order[:1]:
+    add("split", split, "fedavg", split)
+    for method in METHODS:
+      add("split", split, method, split, [f"genaug.generator_dir={best}"])
+  for g in generators[:-1]:  # the last generator's cells are the split map's #C=2
+    for method in METHODS:
+      add("cas", os.path.basename(g["dir"]), method, "c2", [f"genaug.generator_dir={g['dir']}"])
+  for split in order[1:]:
+    add("split", split, "fedavg", split)
+    for method in METHODS:
+      add("split", split, method, split, [f"genaug.generator_dir={best}"])
+  for rule, extra in FILL_RULES.items():
+    if rule != "max" and not args.tiny:
+      add("fill", rule, "gen_fedsd", "c2", [f"genaug.generator_dir={best}", *extra])
+  if args.fmnist:
+    for algorithm in ("fedavg", *METHODS):
+      add("fmnist", "c2", algorithm, "c2", [f"rounds={args.fmnist_rounds}", "progress=false"],
+          experiment="genaug_fmnist", base=[])
+  return list(cells.values())
+
+
+# --- reading ---------------------------------------------------------------------------
+def curve(workdir: str) -> dict[int, float]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {r["round"]: r["global_accuracy"] for r in rows
+          if r.get("global_accuracy") is not None}
+
+
+def summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def gains(root: str, part: str, name: str, method: str, seeds, baseline=("split", None)):
+  """Per seed: `{round: method - fedavg}` in points, over the rounds both logged."""
+  out = []
+  for seed in seeds:
+    base = curve(cell_dir(root, baseline[0], baseline[1] or name, "fedavg", seed))
+    ours = curve(cell_dir(root, part, name, method, seed))
+    if base and ours and summary(cell_dir(root, part, name, method, seed)):
+      out.append({r: 100 * (ours[r] - base[r]) for r in ours if r in base})
+  return out
+
+
+def _mean(values) -> str:
+  if not values:
+    return "—"
+  m = statistics.mean(values)
+  return f"{m:+.1f}" if len(values) == 1 else f"{m:+.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _at(gain_runs, r):
+  """Gains at round `r` (the last logged round where r is None)."""
+  return [g[r if r is not None else max(g)] for g in gain_runs if (r is None or r in g) and g]
+
+
+def first_reaching(c: dict[int, float], target: float) -> int | None:
+  return next((r for r in sorted(c) if c[r] >= target), None)
+
+
+def rounds_table(root, seeds, part, name, target, baseline) -> list[str]:
+  lines = ["| method | " + " | ".join(f"r{r}" for r in AT_ROUNDS) + " | last (r) | "
+           f"first round at {100 * target:.0f}% (FedAvg: per seed) |",
+           "|---" * (len(AT_ROUNDS) + 3) + "|"]
+  base_first = [first_reaching(curve(cell_dir(root, baseline[0], baseline[1] or name,
+                                              "fedavg", s)), target) for s in seeds]
+  for method in METHODS:
+    g = gains(root, part, name, method, seeds, baseline)
+    if not g:
+      continue
+    last = sorted({max(x) for x in g})
+    firsts = [first_reaching(curve(cell_dir(root, part, name, method, s)), target)
+              for s in seeds]
+    lines.append(f"| {method} | " + " | ".join(_mean(_at(g, r)) for r in AT_ROUNDS)
+                 + f" | {_mean(_at(g, None))} ({'/'.join(map(str, last))}) | "
+                 + "/".join("—" if f is None else str(f) for f in firsts)
+                 + f" ({'/'.join('—' if f is None else str(f) for f in base_first)}) |")
+  return lines
+
+
+def report(args, generators: list[dict]) -> None:
+  reports = reports_lib.Reports.from_args(args, NAME)
+  seeds, root = args.seeds, args.root
+  n = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
+  lines = [f"<!-- {NAME}:begin -->", "## When does generated data help?", "",
+           "`python experiments/genaug_map.py` (resumable). Cells: Gen-FedSD or GenFL minus "
+           "FedAvg, global test accuracy in points, mean ± std over "
+           f"{n}; digits: the notebook's setup (quickstart's MLP, 10 clients all per round, "
+           "2 local epochs, 30 rounds), generators: one federated DDPM on digits "
+           "(10 clients Dir(0.5), UNet 16,32) stopped after each number of rounds, "
+           "sampled with 25 DDIM steps at guidance 2.", "",
+           "**Gain against rounds, digits #C=2:**", "",
+           *rounds_table(root, seeds, "split", "c2", DIGITS_TARGET, ("split", None))]
+  if args.fmnist:
+    lines += ["", f"**Gain against rounds, Fashion-MNIST #C=2** (`genaug_fmnist`, "
+              f"{args.fmnist_rounds} rounds):", "",
+              *rounds_table(root, seeds, "fmnist", "c2", FMNIST_TARGET, ("fmnist", None))]
+  lines += ["", "**Gain against generator quality, digits #C=2** (last round):", "",
+            "| generator | CAS | Frechet distance | gen_fedsd | genfl |", "|---|---|---|---|---|"]
+  cas_points = []
+  for g in generators:
+    name = os.path.basename(g["dir"])
+    part, cell = ("split", "c2") if g is generators[-1] else ("cas", name)
+    row = [_mean(_at(gains(root, part, cell, m, seeds, ("split", "c2")), None))
+           for m in METHODS]
+    cas_points.append((g["cas"], row))
+    lines.append(f"| {name} | {g['cas']:.2f} | {g['frechet_distance']:.1f} | "
+                 + " | ".join(row) + " |")
+  lines += ["", "**Gain against skew, digits** (last round; FedAvg's accuracy in %):", "",
+            "| split | FedAvg | gen_fedsd | genfl |", "|---|---|---|---|"]
+  for split in args.splits:
+    accs = [100 * c[max(c)] for s in seeds
+            for c in [curve(cell_dir(root, "split", split, "fedavg", s))] if c]
+    lines.append(f"| {SPLITS[split][0]} | {_mean(accs).lstrip('+')} | " + " | ".join(
+        _mean(_at(gains(root, "split", split, m, seeds), None)) for m in METHODS) + " |")
+  if not args.tiny:
+    lines += ["", "Gen-FedSD's fill rules on digits #C=2 (last round): " + ", ".join(
+        f"{rule} {_mean(_at(gains(root, 'fill' if rule != 'max' else 'split', 'c2' if rule == 'max' else rule, 'gen_fedsd', seeds, ('split', 'c2')), None))}"
+        for rule in FILL_RULES) + "."]
+  costs = [s["generation_s"] for split in args.splits for m in METHODS for seed in seeds
+           for s in [summary(cell_dir(root, "split", split, m, seed))] if s and
+           s.get("generation_s")]
+  if costs:
+    lines += ["", f"Generation cost per run on this 2-core CPU: median "
+              f"{statistics.median(costs):.0f} s (range {min(costs):.0f}-{max(costs):.0f})."]
+  lines += ["", f"![gain maps](results/{NAME}.png)", "", "Re-run or extend: "
+            "`python experiments/genaug_map.py --seeds 0 1 2 --update-reports`.",
+            f"<!-- {NAME}:end -->"]
+  reports.write_section("RESULTS.md", NAME, "\n".join(lines), heading="# Results")
+  _plot(args, generators, reports)
+
+
+def _plot(args, generators, reports) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(12, 3.4))
+  ax1, ax2, ax3 = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+  for method in METHODS:
+    g = gains(args.root, "split", "c2", method, args.seeds)
+    if g:
+      rounds = sorted(set.intersection(*(set(x) for x in g)))
+      ax1.plot(rounds, [statistics.mean(x[r] for x in g) for r in rounds], marker="o",
+               markersize=3, label=method)
+    xs, ys = [], []
+    for gen in generators:
+      name = os.path.basename(gen["dir"])
+      part, cell = ("split", "c2") if gen is generators[-1] else ("cas", name)
+      values = _at(gains(args.root, part, cell, method, args.seeds, ("split", "c2")), None)
+      if values:
+        xs.append(gen["cas"])
+        ys.append(statistics.mean(values))
+    ax2.plot(xs, ys, marker="o", label=method)
+    vals = [statistics.mean(v) if v else float("nan") for split in args.splits
+            for v in [_at(gains(args.root, "split", split, method, args.seeds), None)]]
+    offset = -0.2 if method == METHODS[0] else 0.2
+    ax3.bar([i + offset for i in range(len(args.splits))], vals, width=0.4, label=method)
+  ax3.set_xticks(range(len(args.splits)), [SPLITS[s][0] for s in args.splits])
+  for ax, title, xlabel in ((ax1, "digits #C=2: gain by round", "round"),
+                            (ax2, "digits #C=2: gain by generator CAS", "CAS"),
+                            (ax3, "digits: gain by split", "")):
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(title=title, xlabel=xlabel, ylabel="accuracy gain over FedAvg (points)")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  reports.save_figure(f"results/{NAME}.png", fig, dpi=110)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+  parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+  parser.add_argument("--root", default=os.path.join(HERE, "runs", NAME),
+                      help="where the runs live (resumed from there)")
+  parser.add_argument("--fmnist", action="store_true",
+                      help="add Fashion-MNIST #C=2 (needs genaug_fmnist's generator)")
+  parser.add_argument("--fmnist-rounds", type=int, default=50)
+  parser.add_argument("--tiny", action="store_true", help="tiny sizes: plumbing only")
+  parser.add_argument("--report-only", action="store_true")
+  reports_lib.add_arguments(parser, NAME)
+  args = parser.parse_args(argv)
+  if args.tiny:
+    args.splits = [s for s in args.splits if s in TINY["splits"]] or list(TINY["splits"])
+  stages = TINY["stages"] if args.tiny else DDPM_STAGES
+  if args.report_only:
+    generators = [{**json.load(open(os.path.join(d, "quality.json"))), "dir": d}
+                  for r in stages for d in [os.path.join(args.root, "generators", f"ddpm-r{r}")]
+                  if os.path.exists(os.path.join(d, "quality.json"))]
+  else:
+    generators = train_generators(args.root, stages, TINY["ddpm"] if args.tiny else [])
+    cells = plan_cells(args, generators)
+    print(f"genaug_map: {len(cells)} runs", file=sys.stderr)
+    run_cells(cells)
+  if generators:
+    report(args, generators)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
