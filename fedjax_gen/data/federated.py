@@ -1,4 +1,5 @@
-"""Federated datasets as padded dense arrays (one device transfer per run)."""
+"""Federated datasets as padded dense arrays (one device transfer per run), or with the
+training part in a host `PopulationStore` (`data.store`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fedjax_gen.data.partition import label_counts as _label_counts
 from fedjax_gen.data.partition import partition as _partition
 from fedjax_gen.data.partition import split_local
 from fedjax_gen.data.datasets import Dataset
+from fedjax_gen.data.store import PopulationStore
 
 
 class ClientArrays(NamedTuple):
@@ -62,7 +64,7 @@ def stack_clients(x, y, indices: Sequence[np.ndarray], *,
 
 class FederatedData(NamedTuple):
   """A partitioned dataset ready for simulation."""
-  train: ClientArrays  # clients' local training data
+  train: ClientArrays | PopulationStore  # clients' local training data
   test: ClientArrays  # clients' local test splits (personalized evaluation)
   global_test_x: np.ndarray  # dataset's test split
   global_test_y: np.ndarray
@@ -76,6 +78,37 @@ def local_split_seed(seed: int) -> int:
   return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
 
+def client_indices(dataset: Dataset, *, num_clients: int, partition: str, seed: int,
+                   alpha: float = 0.5, classes_per_client: int = 2, shards_per_client: int = 2,
+                   min_client_size: int = 10, test_fraction: float = 0.25
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """`(train, test)`: each client's local train and test examples as index arrays into the
+  dataset's train split: the partition ``partition.partition(..., seed=seed)``, each
+  client's share split with ``split_local(..., seed=local_split_seed(seed))``. What
+  `make_federated_data` pads and `make_federated_store` stores (arguments as there)."""
+  parts = _partition(
+      dataset.y_train, num_clients, partition, seed=seed, alpha=alpha,
+      classes_per_client=classes_per_client,
+      shards_per_client=shards_per_client, min_client_size=min_client_size)
+  return split_local(parts, test_fraction=test_fraction, seed=local_split_seed(seed))
+
+
+def federated_data(dataset: Dataset, train: Sequence[np.ndarray], test: Sequence[np.ndarray],
+                   *, store: bool = False) -> FederatedData:
+  """The `FederatedData` of per-client index lists (`client_indices`): the train part as
+  padded `ClientArrays`, or with `store` as a `PopulationStore` (no padding; the local test
+  parts stay padded either way)."""
+  return FederatedData(
+      train=(PopulationStore.from_indices(dataset.x_train, dataset.y_train, train) if store
+             else stack_clients(dataset.x_train, dataset.y_train, train)),
+      test=stack_clients(dataset.x_train, dataset.y_train, test),
+      global_test_x=dataset.x_test,
+      global_test_y=dataset.y_test,
+      num_classes=dataset.num_classes,
+      class_names=tuple(dataset.class_names),
+      label_counts=_label_counts(dataset.y_train, train, dataset.num_classes))
+
+
 def make_federated_data(dataset: Dataset, *, num_clients: int,
                         partition: str, seed: int, alpha: float = 0.5,
                         classes_per_client: int = 2, shards_per_client: int = 2,
@@ -85,7 +118,7 @@ def make_federated_data(dataset: Dataset, *, num_clients: int,
 
   The train split is partitioned with ``partition.partition(..., seed=seed)``;
   each client's share is then split into local train/test parts with
-  ``split_local(..., seed=local_split_seed(seed))``.
+  ``split_local(..., seed=local_split_seed(seed))`` (`client_indices`).
 
   Args:
     dataset: the centralised `Dataset`.
@@ -101,17 +134,13 @@ def make_federated_data(dataset: Dataset, *, num_clients: int,
   Returns:
     The `FederatedData`.
   """
-  parts = _partition(
-      dataset.y_train, num_clients, partition, seed=seed, alpha=alpha,
-      classes_per_client=classes_per_client,
-      shards_per_client=shards_per_client, min_client_size=min_client_size)
-  train, test = split_local(
-      parts, test_fraction=test_fraction, seed=local_split_seed(seed))
-  return FederatedData(
-      train=stack_clients(dataset.x_train, dataset.y_train, train),
-      test=stack_clients(dataset.x_train, dataset.y_train, test),
-      global_test_x=dataset.x_test,
-      global_test_y=dataset.y_test,
-      num_classes=dataset.num_classes,
-      class_names=tuple(dataset.class_names),
-      label_counts=_label_counts(dataset.y_train, train, dataset.num_classes))
+  return federated_data(dataset, *client_indices(
+      dataset, num_clients=num_clients, partition=partition, seed=seed, alpha=alpha,
+      classes_per_client=classes_per_client, shards_per_client=shards_per_client,
+      min_client_size=min_client_size, test_fraction=test_fraction))
+
+
+def make_federated_store(dataset: Dataset, **kwargs) -> FederatedData:
+  """`make_federated_data`'s partition (same arguments, same clients and examples) with the
+  train part as a `PopulationStore`: no padding to the largest client."""
+  return federated_data(dataset, *client_indices(dataset, **kwargs), store=True)

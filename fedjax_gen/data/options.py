@@ -17,7 +17,13 @@ OPTIONS = (
     Option("test_fraction", 0.25, "each client's local test split (personalized evaluation)"),
     Option("show_label_counts", False, "print each client's label counts before training",
            "free"),
+    Option("layout", "auto", "where the training clients' examples live: device (padded to "
+           "the largest client, on the device for the run) | store (on the host, unpadded; "
+           "each round's clients gathered and moved) | auto (device while the padded "
+           "population takes at most a quarter of the device's memory); a run with client "
+           "states resumes under the layout it started with", "free"),
 )
+LAYOUTS = ("auto", "device", "store")
 
 
 def check_options(c) -> None:
@@ -25,6 +31,11 @@ def check_options(c) -> None:
   for key, valid in (("dataset", DATASETS), ("partition", PARTITIONS)):
     if c[key] not in valid:
       raise ValueError(f"Unknown {key} {c[key]!r}; valid names: {', '.join(valid)}.")
+  if c.data.layout not in LAYOUTS:
+    raise ValueError(f"Unknown data.layout {c.data.layout!r}; valid: {', '.join(LAYOUTS)}.")
+  if c.data.layout == "store" and c.get("task", "classify") != "classify":
+    raise ValueError(f"data.layout=store trains classifiers (task=classify); a task={c.task} "
+                     "run keeps its data on the device: use data.layout=auto or device.")
   if c.data.source not in SOURCES:
     raise ValueError(f"Unknown data.source {c.data.source!r}; valid: {', '.join(SOURCES)}.")
   if c.partition in ("dirichlet", "quantity") and not c.alpha > 0:

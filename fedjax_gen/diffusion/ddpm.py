@@ -114,6 +114,7 @@ class DDPMGenerator:
     self._fingerprint = params_fingerprint(params)
 
   privacy = None  # the DP guarantee it was trained under (`load` reads it)
+  quality = None  # how it was judged after training: CAS, Frechet distance (`load` reads it)
 
   def metadata(self) -> dict:
     return {"kind": "ddpm", "spec": dataclasses.asdict(self.spec),
@@ -143,7 +144,8 @@ class DDPMGenerator:
     spec, params = load_ddpm(folder)
     gen = cls(spec, params, source=os.path.abspath(folder), **sampler_kwargs)
     with open(os.path.join(folder, "generator.json")) as f:
-      gen.privacy = json.load(f).get("privacy")
+      saved = json.load(f)
+    gen.privacy, gen.quality = saved.get("privacy"), saved.get("quality")
     return gen
 
 
@@ -158,6 +160,16 @@ def save_ddpm(folder: str, spec: DDPMSpec, params, *, privacy: dict | None = Non
                json.dumps({"kind": "ddpm", "spec": dataclasses.asdict(spec),
                            "params_sha1": params_fingerprint(params),
                            **({"privacy": privacy} if privacy else {})}, indent=2) + "\n")
+
+
+def record_quality(folder: str, quality: dict) -> None:
+  """Adds how the saved DDPM in `folder` was judged (CAS, Frechet distance and the sampler
+  settings they were measured with) to its `generator.json`, where runs that use it read
+  it (`trainer.generation.guard`). Not part of the generator's identity (`metadata`)."""
+  path = os.path.join(folder, "generator.json")
+  with open(path) as f:
+    saved = json.load(f)
+  atomic_write(path, json.dumps({**saved, "quality": quality}, indent=2) + "\n")
 
 
 def load_ddpm(folder: str) -> tuple[DDPMSpec, dict]:

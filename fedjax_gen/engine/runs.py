@@ -40,6 +40,8 @@ def _pad_clients(a: np.ndarray, n: int) -> np.ndarray:
 
 def unstackable(sims: Sequence[Simulation]) -> str | None:
   """Why these simulations cannot share one jitted round, or None."""
+  if not all(isinstance(s, Simulation) for s in sims):
+    return "their population is streamed from a host store (data.layout=store)"
   first = sims[0]
   for name, value in (("clients_per_round", lambda s: s.clients_per_round),
                       ("num_clients", lambda s: s.num_clients),

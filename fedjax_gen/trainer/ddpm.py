@@ -24,7 +24,8 @@ from fedjax_gen import data as data_lib
 from fedjax_gen import privacy
 from fedjax_gen.algorithms import fedavg
 from fedjax_gen.diffusion import quality
-from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec, save_ddpm, training_loss
+from fedjax_gen.diffusion.ddpm import (DDPMGenerator, DDPMSpec, record_quality, save_ddpm,
+                                     training_loss)
 from fedjax_gen.engine import LocalSchedule, Simulation
 from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
 from fedjax_gen.trainer import options
@@ -138,6 +139,11 @@ def _train(config: ml_collections.ConfigDict, run: Run, fed, spec: DDPMSpec) -> 
         "frechet_distance": quality.frechet_distance(real_features, clf.features(images))}
 
   gen, images, images_per_s, scores = judge(d.guidance_scale)
+  record_quality(generator_dir, {"cas": scores["cas"],
+                                 "frechet_distance": scores["frechet_distance"],
+                                 "guidance_scale": d.guidance_scale,
+                                 "sample_steps": d.sample_steps, "sampler": d.sampler,
+                                 "rounds": config.rounds, "dataset": config.dataset})
   sweep = [scores if g == d.guidance_scale else judge(g)[3]
            for g in tqdm(sorted(set(guidance_scales(d))), desc="guidance sweep",
                          disable=not config.progress)]

@@ -65,7 +65,7 @@ RENAMED = {
     "generator_batch_size": "genaug.batch_size", "generated_cache_dir": "genaug.cache_dir",
     "genaug_base_algorithm": "genaug.base_algorithm",
     **{o.name: f"data.{o.name}" for o in data_options.OPTIONS
-       if o.name not in ("dir", "source")},
+       if o.name not in ("dir", "source", "layout")},  # layout: never a flat key
     **{o.name: f"fl.{o.name}" for o in FL_OPTIONS},
     **{o.name: f"personalized.{o.name}" for o in PERSONALIZED_OPTIONS},
     **{o.name: f"genaug.{o.name}" for o in generation.OPTIONS

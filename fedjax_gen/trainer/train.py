@@ -8,6 +8,7 @@ Bring your own model, dataset or algorithm by passing them (`model=`, `dataset=`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -26,11 +27,12 @@ from fedjax_gen import data as data_lib
 from fedjax_gen import models, privacy
 from fedjax_gen.algorithms import make_algorithm, pfedgpa
 from fedjax_gen.engine import runs as runs_lib
-from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, masked_cross_entropy,
-                               personalized_summary)
+from fedjax_gen.engine import (Evaluator, LocalSchedule, Simulation, StreamedSimulation,
+                               masked_cross_entropy, personalized_summary)
 from fedjax_gen.outputs import MetricsLog, plot_accuracy, write_json
 from fedjax_gen.privacy import accounting, dp
 from fedjax_gen.trainer import generation, options
+from fedjax_gen.trainer import layout as layout_lib
 from fedjax_gen.trainer import plan as plan_lib
 from fedjax_gen.trainer.checkpoint import Checkpointer, saved_rounds
 from fedjax_gen.trainer.workdir import Interrupted, Run, loss_not_finite, open_run, training
@@ -40,16 +42,24 @@ Dataset = tuple  # (x_train, y_train, x_test, y_test) NumPy arrays, integer labe
 
 
 def load_federated_data(config: ml_collections.ConfigDict,
-                        dataset: data_lib.Dataset | None = None) -> data_lib.FederatedData:
-  """The config's dataset (or `dataset`), partitioned by the config's partitioner."""
+                        dataset: data_lib.Dataset | None = None, *,
+                        choose_layout: Callable[..., str] | None = None
+                        ) -> data_lib.FederatedData:
+  """The config's dataset (or `dataset`), partitioned by the config's partitioner. The
+  training part is padded `ClientArrays`, or a `PopulationStore` where
+  `choose_layout(sizes, example_shape)` (from the partition, before anything is padded)
+  says "store"."""
   d = config.data
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset, data_dir=d.dir or None, source=d.source)
-  return data_lib.make_federated_data(
+  train, test = data_lib.client_indices(
       dataset, num_clients=config.num_clients, partition=config.partition, seed=config.seed,
       alpha=config.alpha, classes_per_client=config.classes_per_client,
       shards_per_client=d.shards_per_client, min_client_size=d.min_client_size,
       test_fraction=d.test_fraction)
+  layout = "device" if choose_layout is None else choose_layout(
+      [len(i) for i in train], tuple(dataset.x_train.shape[1:]))
+  return data_lib.federated_data(dataset, train, test, store=layout == "store")
 
 
 def _client_sharding(num_devices: int, num_clients: int):
@@ -91,7 +101,7 @@ def evaluate(config, sim: Simulation, evaluator: Evaluator, server, client_state
     if adaptation is not None and steps > 0:
       params = sim.adapt(adaptation, server, client_states, ids, key, steps)
     elif alg.eval_params is not None:
-      states = jax.tree.map(lambda a: a[ids], client_states)
+      states = sim.states_of(client_states, ids)
       params = jax.vmap(alg.eval_params, in_axes=(None, 0))(server, states)
     else:
       return evaluator.client_accuracies(ids, params=server.params)
@@ -101,8 +111,7 @@ def evaluate(config, sim: Simulation, evaluator: Evaluator, server, client_state
       accuracies(train_ids, alg.personalize, config.personalized.finetune_steps,
                  client_states)))
   if len(new_ids):
-    fresh = jax.tree.map(lambda a: jnp.broadcast_to(a, (config.num_clients, *a.shape)),
-                         alg.client_state_init(server.params))
+    fresh = sim.fresh_states(server.params)
     metrics.update(personalized_summary(
         accuracies(new_ids, alg.newcomer, config.personalized.newcomer_steps, fresh),
         prefix="new_client"))
@@ -126,7 +135,7 @@ def _time_split(rows) -> dict:
 
 class _Setup(NamedTuple):
   """What a run and a re-evaluation share: simulation, evaluator, initial params."""
-  sim: Simulation
+  sim: Simulation | StreamedSimulation
   evaluator: Evaluator
   params: Any
   train_ids: np.ndarray
@@ -179,22 +188,27 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *,
   """Data (with a generative algorithm's synthetic part, cached in `workdir`), model,
   algorithm, simulation and evaluator of `config`; no training. `model`, `dataset`,
   `algorithm` replace what the config names."""
-  fed = load_federated_data(config, dataset)
+  r = config.run
+  sharding = _client_sharding(r.num_devices, config.num_clients)
+  generative = config.algorithm in generation.GENERATIVE and algorithm is None
+  fed = load_federated_data(config, dataset, choose_layout=functools.partial(
+      layout_lib.choose, config, generative=generative,
+      num_devices=1 if sharding is None else sharding.mesh.size))
+  streamed = isinstance(fed.train, data_lib.PopulationStore)
   if config.data.show_label_counts:  # stderr: stdout carries only the summary
     print(data_lib.format_label_counts(fed.label_counts, fed.class_names), file=sys.stderr)
   aug = aug_summary = None
-  if config.algorithm in generation.GENERATIVE and algorithm is None:
+  if generative:
     aug, aug_summary = generation.prepare(config, fed, workdir)  # generator checked first
     fed = aug.fed
 
-  example_shape = tuple(fed.train.x.shape[2:])
-  r = config.run
+  example_shape = tuple(fed.train.example_shape if streamed else fed.train.x.shape[2:])
   build = model if model is not None else (
       lambda impl: models.get_model(config.model, num_classes=fed.num_classes,
                                     input_shape=example_shape, conv_impl=impl))
   choice = plan_lib.choose(build, example_shape, clients_per_round=config.clients_per_round,
                            conv_impl=r.conv_impl, chunk_size=r.chunk_size,
-                           steps_per_call=r.steps_per_call)
+                           steps_per_call=0 if streamed else r.steps_per_call)
   net = choice.model
   apply_fn = lambda params, x: net.apply({"params": params}, x)
   params = models.init_params(net, example_shape, jax.random.key(config.seed))
@@ -207,10 +221,9 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = LocalSchedule(config.batch_size, config.local_epochs, config.local_steps)
   train_ids, new_ids = split_holdout(config)
   alg, noise = make_private(config, alg, population=len(train_ids))
-  sim = Simulation(alg, fed.train, schedule, clients_per_round=config.clients_per_round,
-                   plan=choice.plan,
-                   sharding=_client_sharding(r.num_devices, config.num_clients),
-                   train_ids=train_ids, time_split=alg.server_post is not None)
+  sim = (StreamedSimulation if streamed else Simulation)(
+      alg, fed.train, schedule, clients_per_round=config.clients_per_round, plan=choice.plan,
+      sharding=sharding, train_ids=train_ids, time_split=alg.server_post is not None)
   evaluator = Evaluator(apply_fn, fed.global_test_x, fed.global_test_y, fed.test.x,
                         fed.test.y, fed.test.count, batch_size=r.eval_batch_size)
   members = sample_members(fed.train, train_ids, AUDIT_EXAMPLES, config.seed)
@@ -246,16 +259,20 @@ def build_algorithm(config: ml_collections.ConfigDict, loss_fn, params,
 AUDIT_EXAMPLES = 2000  # members and non-members each, in a run's membership audit
 
 
-def sample_members(train: data_lib.ClientArrays, ids: np.ndarray, n: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_members(train: data_lib.ClientArrays | data_lib.PopulationStore, ids: np.ndarray,
+                   n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """Up to `n` of the clients `ids`' training examples, drawn without replacement (seeded):
-  the members of a membership-inference audit, gathered without copying the population."""
-  counts = np.asarray(train.count)[ids]
+  the members of a membership-inference audit, gathered without copying the population
+  (the same examples from padded arrays and from a store)."""
+  store = isinstance(train, data_lib.PopulationStore)
+  counts = (train.sizes if store else np.asarray(train.count))[ids]
   offsets = np.concatenate([[0], np.cumsum(counts)])
   pick = np.sort(np.random.default_rng([seed, 4]).choice(
       offsets[-1], min(n, int(offsets[-1])), replace=False))
   client = np.searchsorted(offsets, pick, side="right") - 1
   rows, cols = ids[client], pick - offsets[client]
+  if store:
+    return train.examples(rows, cols)
   return np.asarray(train.x[rows, cols]), np.asarray(train.y[rows, cols])
 
 
@@ -314,7 +331,9 @@ def restore_run(config: ml_collections.ConfigDict, workdir: str):
   ckpt = Checkpointer(workdir)
   try:
     server, client_states = s.sim.init(s.params)
-    server, client_states, _, last = ckpt.restore(server, client_states, set_aside=False)
+    server, client_states, _, last = ckpt.restore(
+        server, client_states, set_aside=False,
+        saved_shapes=isinstance(s.sim, StreamedSimulation))
   finally:
     ckpt.close()
   return s, server, client_states, last
@@ -406,7 +425,9 @@ def _restore(members: Sequence[Member], ckpts: Sequence[Checkpointer]):
         rounds.append(0)
         continue
       server, clients = m.setup.sim.init(m.setup.params)
-      server, clients, elapsed[i], got = c.restore(server, clients, at_most=start)
+      server, clients, elapsed[i], got = c.restore(
+          server, clients, at_most=start,
+          saved_shapes=isinstance(m.setup.sim, StreamedSimulation))
       states[i] = (server, clients)
       rounds.append(got)
     if min(rounds) == start:
@@ -433,7 +454,9 @@ def train_members(members: Sequence[Member], stacked=None) -> list[dict]:
   if stacked is None:
     (server, client_states), = states
     sim = members[0].setup.sim
-    step = lambda server, cs, r: sim.round(server, cs, jax.random.fold_in(keys[0], r))
+    key_at = functools.lru_cache(maxsize=2)(lambda r: jax.random.fold_in(keys[0], r))
+    step = lambda server, cs, r: sim.round(  # the next key: a store prefetches its clients
+        server, cs, key_at(r), next_key=key_at(r + 1) if r < head.rounds else None)
     view = lambda tree, i: tree
   else:
     server, client_states = stacked.init(states)
