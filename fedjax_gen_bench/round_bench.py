@@ -282,13 +282,19 @@ def measure_group(specs: list[dict], timeout: float) -> list[dict]:
 def run_worker(spec: dict, timeout: float) -> dict:
   """Runs `measure(spec)` in a subprocess; returns its record or the failure."""
   cmd, env = _worker_cmd(spec)
+  return worker_result(cmd, timeout, env)
+
+
+def worker_result(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
+  """Runs a worker command that prints `RESULT <json>`: `{"status": "ok",
+  "worker_wall_s": ..., **record}`, or the timeout or failure (its last lines)."""
   t = time.perf_counter()
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
   except subprocess.TimeoutExpired:
     return {"status": "timeout", "reason": f"killed after {timeout:.0f} s"}
   wall = time.perf_counter() - t
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
   if proc.returncode or not lines:
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return {"status": "failed", "reason": " | ".join(tail)[-600:]}

@@ -37,7 +37,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -48,7 +47,7 @@ if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
 
 from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
-                                          write_section)
+                                          worker_result, write_section)
 
 STEPS, BATCH, LR, BASE, SHAPE = 10, 32, 0.01, 60_000, (28, 28, 1)
 MEDIAN, MAX_SIZE = 20, 2000
@@ -129,18 +128,10 @@ def measure(spec: dict) -> dict:
 
 
 def run_worker(spec: dict, timeout: float) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       p for p in (ROOT, HERE, os.environ.get("PYTHONPATH")) if p))
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-  except subprocess.TimeoutExpired:
-    return {"status": "timeout", "reason": f"killed after {timeout:.0f} s"}
-  lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-  if proc.returncode or not lines:
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"status": "failed", "reason": " | ".join(tail)[-600:]}
-  return {"status": "ok", **json.loads(lines[-1][len("RESULT "):])}
+  return worker_result([sys.executable, os.path.abspath(__file__), "--worker",
+                        json.dumps(spec)], timeout, env)
 
 
 def _mib(n) -> str:
@@ -204,6 +195,12 @@ def report_section(d: dict) -> str:
               f"rows); stacked for the whole population they would take "
               f"{r['state_mb'] / max(r['state_rows'], 1) * r['population'] / 1024:.0f} GB."]
   if d.get("findings"):
+    lines += ["", "Reading: a round's device memory depends only on the bucket of flat rows its "
+              "sampled clients fill (the same MiB at every population for the same bucket); "
+              "which buckets a run meets depends on the sizes it samples, not on the "
+              "population. Round times move with the sampled sizes from round to round "
+              f"(medians of {a['rounds'] - 1} rounds or fewer); they show no trend with the "
+              "population. Host memory grows with the store's index (4 bytes an example)."]
     lines += [""] + d["findings"]
   lines += ["", "![population](benchmarks/results/"
             f"population_{d['device']['backend']}.png)", "",
@@ -232,7 +229,9 @@ def findings(records: list) -> list[str]:
                        for k in shared) or "no bucket met by every population"
     out.append(
         f"- {model}, {m} per round, population {a['population']:,} -> {b['population']:,}: "
-        f"round {min(rounds):.3f}-{max(rounds):.3f} s (largest / smallest - 1: "
+        f"round {a['round_s']:.3f} -> {b['round_s']:.3f} s "
+        f"({(b['round_s'] / a['round_s'] - 1) * 100:+.0f}%), {min(rounds):.3f}-"
+        f"{max(rounds):.3f} s over every population (largest / smallest - 1: "
         f"{spread(rounds):.0f}%); device memory by bucket of flat rows, over every "
         f"population: {device}; peak RSS {a['rss_peak_mb']:.0f} -> {b['rss_peak_mb']:.0f} MB "
         f"(the store's index grows with the population); the padded layout would need "

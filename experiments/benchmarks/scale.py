@@ -41,7 +41,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -52,7 +51,7 @@ if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
 
 from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
-                                          write_section)
+                                          worker_result, write_section)
 
 STEPS, BATCH, LR, GROUPS_MIN_SIZE = 10, 32, 0.01, 10
 # (population, clients per round)
@@ -145,18 +144,10 @@ def measure(spec: dict) -> dict:
 
 
 def run_worker(spec: dict, timeout: float) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       p for p in (ROOT, HERE, os.environ.get("PYTHONPATH")) if p))
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-  except subprocess.TimeoutExpired:
-    return {"status": "timeout", "reason": f"killed after {timeout:.0f} s"}
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  if proc.returncode or not lines:
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"status": "failed", "reason": " | ".join(tail)[-600:]}
-  return {"status": "ok", **json.loads(lines[-1][len("RESULT "):])}
+  return worker_result([sys.executable, os.path.abspath(__file__), "--worker",
+                        json.dumps(spec)], timeout, env)
 
 
 def format_record(r: dict) -> str:

@@ -58,7 +58,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -70,7 +69,7 @@ if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
 from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 from fedjax_gen_bench.baselines import BATCH, CLASSES, EXAMPLES, LR, STEPS  # noqa: E402
 from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
-                                          write_section)
+                                          worker_result, write_section)
 
 SCRIPT = "sweep"
 MODELS = ("simple_cnn", "cnn4")
@@ -194,20 +193,10 @@ def measure(spec: dict) -> dict:
 
 
 def run_worker(spec: dict, timeout: float) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-  t = time.perf_counter()
-  try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-  except subprocess.TimeoutExpired:
-    return {"status": "timeout", "reason": f"killed after {timeout:.0f} s"}
-  lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-  if proc.returncode or not lines:
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"status": "failed", "reason": " | ".join(tail)[-600:]}
-  return {"status": "ok", "worker_wall_s": time.perf_counter() - t,
-          **json.loads(lines[-1][len("RESULT "):])}
+  return worker_result([sys.executable, os.path.abspath(__file__), "--worker",
+                        json.dumps(spec)], timeout, env)
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -277,3 +277,14 @@ def test_layout_values_are_checked():
                                     ["data.layout=store"])
   with pytest.raises(ValueError, match="data.layout=store trains classifiers"):
     options.validate(ddpm)
+
+
+def test_store_equals_device_on_a_niid_bench_dirichlet_round(tmp_path):
+  """NIID-Bench's Fashion-MNIST setup (10 clients, simple CNN), Dir(0.5), one round of one
+  local epoch: the store path's numbers are the padded layout's."""
+  base = ["partition=dirichlet", "alpha=0.5", "rounds=1", "local_epochs=1", "eval_every=1",
+          "progress=false"]
+  run = lambda layout: train_and_evaluate(config_lib.apply_overrides(
+      config_lib.load_config("niid_fmnist"), base + [f"data.layout={layout}"]),
+      str(tmp_path / layout))
+  same_run(run("store"), run("device"), tmp_path / "store", tmp_path / "device")
