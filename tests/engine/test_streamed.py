@@ -280,9 +280,9 @@ def test_layout_values_are_checked():
 
 
 def test_store_equals_device_on_a_niid_bench_dirichlet_round(tmp_path):
-  """NIID-Bench's Fashion-MNIST setup (10 clients, simple CNN), Dir(0.5), one round of one
-  local epoch: the store path's numbers are the padded layout's."""
-  base = ["partition=dirichlet", "alpha=0.5", "rounds=1", "local_epochs=1", "eval_every=1",
+  """NIID-Bench's Fashion-MNIST setup (10 clients, simple CNN), Dir(0.5), one round of five
+  local steps: the store path's numbers are the padded layout's."""
+  base = ["partition=dirichlet", "alpha=0.5", "rounds=1", "local_steps=5", "eval_every=1",
           "progress=false"]
   run = lambda layout: train_and_evaluate(config_lib.apply_overrides(
       config_lib.load_config("niid_fmnist"), base + [f"data.layout={layout}"]),
