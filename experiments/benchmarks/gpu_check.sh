@@ -84,7 +84,7 @@ fi
 if [ "$SMOKE" -eq 1 ]; then
   BENCH_ARGS=(--models simple_cnn --clients 2 --runners fedjax_gen_auto fedjax_gen_chunkall
               --repeats 1 --max-seconds 60)
-  SWEEP_ARGS=(--smoke --timeout 150)
+  SWEEP_ARGS=(--smoke --models simple_cnn --timeout 150)
   T_BENCH_XLA="${T_BENCH_XLA:-150}" T_BENCH_IM2COL="${T_BENCH_IM2COL:-150}"
   T_SWEEP="${T_SWEEP:-180}" T_RUN="${T_RUN:-150}"
   # Fashion-MNIST-shaped IDX files of random pixels: 600 train, 100 test images.
