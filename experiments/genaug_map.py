@@ -254,6 +254,11 @@ def report(args, generators: list[dict]) -> None:
   if costs:
     lines += ["", f"Generation cost per run on this 2-core CPU: median "
               f"{statistics.median(costs):.0f} s (range {min(costs):.0f}-{max(costs):.0f})."]
+  planned = plan_cells(args, generators)
+  done = sum(summary(w) is not None for _, w, _ in planned)
+  if done < len(planned):
+    lines += ["", f"**Partial:** {done} of the {len(planned)} runs of this map have finished; "
+              "cells marked — have not run yet, so no reading is drawn here."]
   lines += ["", f"![gain maps](results/{NAME}.png)", "", "Re-run or extend: "
             "`python experiments/genaug_map.py --seeds 0 1 2 --update-reports`.",
             f"<!-- {NAME}:end -->"]

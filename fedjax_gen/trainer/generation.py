@@ -24,6 +24,7 @@ Diffusion (`genaug.sd_model`, `sd_revision`, `sd_dtype`) prompted with the class
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import optax
@@ -154,6 +155,31 @@ def build_generator(config, class_names, image_shape):
                             batch_size=g.batch_size)
 
 
+# The guard, from `experiments/genaug_map.py` (RESULTS.md, "When does generated data help?";
+# digits #C=2, 10 clients, 30 rounds, seed 0): Gen-FedSD and GenFL gained over FedAvg
+# (+3.3, +1.1 points) with a federated DDPM of CAS 0.73, and lost up to 7.3 and 16.0 points
+# with the same DDPM stopped earlier (CAS 0.08-0.15). No generator in between was measured,
+# so the line is drawn at the lowest CAS that gained.
+MIN_CAS_WITH_GAIN = 0.73
+
+
+def guard(generator) -> dict:
+  """The summary's `genaug_guard`: the generator's CAS (as `train_ddpm` judged it, in its
+  `generator.json`; None for a generator not judged, e.g. Stable Diffusion) and whether it
+  is below `MIN_CAS_WITH_GAIN`, where the map measured losses; a warning line says so."""
+  quality = getattr(generator, "quality", None) or {}
+  cas = quality.get("cas")
+  below = cas is not None and cas < MIN_CAS_WITH_GAIN
+  if below:
+    print(f"fedjax-gen: warning: the generator's CAS is {cas:.2f} (judged at guidance "
+          f"{quality.get('guidance_scale')}, {quality.get('sample_steps')} steps), below "
+          f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which generated data gained accuracy in "
+          "RESULTS.md (\"When does generated data help?\"); with weaker generators Gen-FedSD "
+          "and GenFL lost accuracy there. Expect no gain, or train the generator longer.",
+          file=sys.stderr)
+  return {"generator_cas": cas, "min_cas_with_gain": MIN_CAS_WITH_GAIN, "below": below}
+
+
 def cache_dir(config, workdir: str) -> str:
   return config.genaug.cache_dir or os.path.join(workdir, "generated")
 
@@ -165,9 +191,10 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
   `synthetic_examples_per_client`, `server_synthetic_examples` (GenFL / AIGC-only),
   `generation_s` (seconds the generator took to make the sets, also on a re-run that loads
   them from the cache; loading the generator not included), `generation_wall_s` (this
-  call's wall time, cache loads included) and `generator` (its metadata). The generator's
-  compatibility with the dataset is checked first."""
+  call's wall time, cache loads included), `generator` (its metadata) and `genaug_guard`
+  (`guard`). The generator's compatibility with the dataset is checked first."""
   generator = generator or build_generator(config, fed.class_names, fed.train.x.shape[2:])
+  verdict = guard(generator)
   start = time.perf_counter()
   if config.algorithm == "gen_fedsd":
     aug = gen_fedsd_data(fed, generator, config.genaug.fill_rule, config.genaug.fill_budget,
@@ -188,7 +215,8 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
              "server_synthetic_examples": 0 if aug.server_y is None else int(len(aug.server_y)),
              "generation_s": cached_generation_s(cache_dir(config, workdir),
                                                  CACHE_NAMES[config.algorithm]),
-             "generation_wall_s": seconds, "generator": generator.metadata()}
+             "generation_wall_s": seconds, "generator": generator.metadata(),
+             "genaug_guard": verdict}
   print(f"{config.algorithm}: {summary['synthetic_examples']} synthetic examples added to "
         f"clients (per client: {per_client}), {summary['server_synthetic_examples']} held "
         f"by the server; generation {summary['generation_s']:.1f} s "

@@ -3,6 +3,7 @@ DDPM, and the config errors of generative augmentation (all before any generatio
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 
 from fedjax_gen import config as config_lib
 from fedjax_gen.cli import main
-from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec
+from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec, record_quality
 from fedjax_gen.diffusion.generator import cached_generation_s
+from fedjax_gen.trainer.generation import MIN_CAS_WITH_GAIN
 
 TINY = ["dataset=digits", "model=mlp", "num_clients=4", "clients_per_round=4", "rounds=2",
         "local_epochs=1", "batch_size=32", "eval_every=1", "checkpoint_every=0",
@@ -53,6 +55,8 @@ def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir):
   assert s["algorithm"] == "gen_fedsd" and s["synthetic_examples"] == 64
   assert s["synthetic_examples_per_client"] == [16, 16, 16, 16]
   assert s["generation_s"] >= 0 and s["generator"]["kind"] == "ddpm"
+  assert s["genaug_guard"]["generator_cas"] is None  # never judged: the guard cannot tell
+  assert not s["genaug_guard"]["below"]
   assert 0 <= s["global_accuracy"] <= 1
   assert (workdir / "generated" / "gen_fedsd.npz").exists()
   assert (workdir / "label_counts_augmented.png").exists()
@@ -155,3 +159,17 @@ def test_work_folders_of_runs_before_these_keys_still_resume(tmp_path):
   changed = config_lib.apply_overrides(config, ["genfl.share=0.7"])
   with pytest.raises(ValueError, match="genfl.share: None -> 0.7"):
     claim(changed, str(tmp_path))
+
+
+def test_a_generator_below_the_measured_cas_line_is_named_before_training(tmp_path, ddpm_dir,
+                                                                           capsys):
+  weak = tmp_path / "weak"
+  shutil.copytree(ddpm_dir, weak)
+  record_quality(str(weak), {"cas": 0.12, "guidance_scale": 2.0, "sample_steps": 25})
+  assert run(tmp_path / "run", "algorithm=gen_fedsd", f"genaug.generator_dir={weak}",
+             "genaug.fill_rule=budget", "genaug.fill_budget=4") == 0
+  err = capsys.readouterr().err
+  assert (f"the generator's CAS is 0.12 (judged at guidance 2.0, 25 steps), below "
+          f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which generated data gained") in err
+  assert summary(tmp_path / "run")["genaug_guard"] == {
+      "generator_cas": 0.12, "min_cas_with_gain": MIN_CAS_WITH_GAIN, "below": True}
