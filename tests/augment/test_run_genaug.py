@@ -170,6 +170,6 @@ def test_a_generator_below_the_measured_cas_line_is_named_before_training(tmp_pa
              "genaug.fill_rule=budget", "genaug.fill_budget=4") == 0
   err = capsys.readouterr().err
   assert (f"the generator's CAS is 0.12 (judged at guidance 2.0, 25 steps), below "
-          f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which generated data gained") in err
+          f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which Gen-FedSD gained") in err
   assert summary(tmp_path / "run")["genaug_guard"] == {
       "generator_cas": 0.12, "min_cas_with_gain": MIN_CAS_WITH_GAIN, "below": True}
