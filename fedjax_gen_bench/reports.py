@@ -13,6 +13,7 @@ output folder, or where it has none yet, from the committed reports.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 
@@ -72,6 +73,15 @@ class Reports:
       if base and os.path.exists(os.path.join(base, rel)):
         return os.path.join(base, rel)
     return None
+
+  def previous_json(self, rel: str):
+    """The earlier results `rel` (`existing`), read; for `--report-only`, which has nothing
+    to render without them."""
+    previous = self.existing(rel)
+    if not previous:
+      raise SystemExit(f"--report-only: no results in {self.path(rel)}")
+    with open(previous) as f:
+      return json.load(f)
 
   def names(self, rel_dir: str) -> list[str]:
     """Sorted file names in `rel_dir` of the output folder and of the committed reports."""

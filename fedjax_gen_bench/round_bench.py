@@ -285,6 +285,16 @@ def run_worker(spec: dict, timeout: float) -> dict:
   return worker_result(cmd, timeout, env)
 
 
+def script_worker(script: str, spec: dict, timeout: float) -> dict:
+  """`worker_result` of `python SCRIPT --worker SPEC_JSON` (a benchmark script's own
+  worker), with this checkout and the script's folder on the path."""
+  script = os.path.abspath(script)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (PACKAGE_PARENT, os.path.dirname(script), os.environ.get("PYTHONPATH"))
+      if p))
+  return worker_result([sys.executable, script, "--worker", json.dumps(spec)], timeout, env)
+
+
 def worker_result(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
   """Runs a worker command that prints `RESULT <json>`: `{"status": "ok",
   "worker_wall_s": ..., **record}`, or the timeout or failure (its last lines)."""

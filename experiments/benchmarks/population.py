@@ -47,7 +47,7 @@ if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
 
 from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
-                                          worker_result, write_section)
+                                          script_worker, write_section)
 
 STEPS, BATCH, LR, BASE, SHAPE = 10, 32, 0.01, 60_000, (28, 28, 1)
 MEDIAN, MAX_SIZE = 20, 2000
@@ -125,13 +125,6 @@ def measure(spec: dict) -> dict:
              device_by_bucket=by_bucket, device_bytes=device,
              train_loss=float(metrics.train_loss))
   return out
-
-
-def run_worker(spec: dict, timeout: float) -> dict:
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (ROOT, HERE, os.environ.get("PYTHONPATH")) if p))
-  return worker_result([sys.executable, os.path.abspath(__file__), "--worker",
-                        json.dumps(spec)], timeout, env)
 
 
 def _mib(n) -> str:
@@ -306,10 +299,7 @@ def main(argv=None) -> int:
   rel = f"benchmarks/results/population_{jax.default_backend()}"
   path = reports.path(rel + ".json")
   if args.report_only:
-    previous = reports.existing(rel + ".json")
-    if not previous:
-      raise SystemExit(f"--report-only: no results in {path}")
-    data = json.load(open(previous))
+    data = reports.previous_json(rel + ".json")
   else:
     data = {"device": device_info(), "args": vars(args), "records": [],
             "command": " ".join(["python"] + sys.argv),
@@ -319,14 +309,14 @@ def main(argv=None) -> int:
         pop, per_round = (int(v) for v in config.split("x"))
         spec = {"model": model, "population": pop, "per_round": per_round,
                 "rounds": args.rounds, "base": args.base}
-        rec = {**spec, **run_worker(spec, args.timeout)}
+        rec = {**spec, **script_worker(__file__, spec, args.timeout)}
         print(format_record(rec), flush=True)
         data["records"].append(rec)
         save_json(path, data)
     for pop, per_round in ([] if args.smoke else SCAFFOLD):
       spec = {"model": "mlp", "population": pop, "per_round": per_round,
               "rounds": args.rounds, "base": args.base, "algorithm": "scaffold"}
-      rec = {**spec, **run_worker(spec, args.timeout)}
+      rec = {**spec, **script_worker(__file__, spec, args.timeout)}
       print(format_record(rec), flush=True)
       data["records"].append(rec)
       save_json(path, data)

@@ -51,7 +51,7 @@ if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
 
 from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
-                                          worker_result, write_section)
+                                          script_worker, write_section)
 
 STEPS, BATCH, LR, GROUPS_MIN_SIZE = 10, 32, 0.01, 10
 # (population, clients per round)
@@ -143,13 +143,6 @@ def measure(spec: dict) -> dict:
   return out
 
 
-def run_worker(spec: dict, timeout: float) -> dict:
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (ROOT, HERE, os.environ.get("PYTHONPATH")) if p))
-  return worker_result([sys.executable, os.path.abspath(__file__), "--worker",
-                        json.dumps(spec)], timeout, env)
-
-
 def format_record(r: dict) -> str:
   head = f"population {r['population']:6d}, {r['per_round']:5d} per round:"
   if r["status"] != "ok":
@@ -239,10 +232,7 @@ def main(argv=None) -> int:
   rel = f"benchmarks/results/scale_{jax.default_backend()}.json"
   path = reports.path(rel)
   if args.report_only:
-    previous = reports.existing(rel)  # the output folder's, else the committed results
-    if not previous:
-      raise SystemExit(f"--report-only: no results in {path}")
-    data = json.load(open(previous))
+    data = reports.previous_json(rel)
   else:
     data = {"device": device_info(), "args": vars(args), "records": [],
             "command": " ".join(["python"] + sys.argv),
@@ -251,7 +241,7 @@ def main(argv=None) -> int:
       pop, per_round = (int(v) for v in config.split("x"))
       spec = {"population": pop, "per_round": per_round, "split": args.split,
               "rounds": args.rounds}
-      rec = {**spec, **run_worker(spec, args.timeout)}
+      rec = {**spec, **script_worker(__file__, spec, args.timeout)}
       print(format_record(rec), flush=True)
       data["records"].append(rec)
       save_json(path, data)

@@ -69,7 +69,7 @@ if ROOT not in sys.path:  # fedjax_gen and fedjax_gen_bench of this checkout
 from fedjax_gen_bench import reports as reports_lib  # noqa: E402
 from fedjax_gen_bench.baselines import BATCH, CLASSES, EXAMPLES, LR, STEPS  # noqa: E402
 from fedjax_gen_bench.round_bench import (device_info, rss_mb, save_json,  # noqa: E402
-                                          worker_result, write_section)
+                                          script_worker, write_section)
 
 SCRIPT = "sweep"
 MODELS = ("simple_cnn", "cnn4")
@@ -190,13 +190,6 @@ def measure(spec: dict) -> dict:
              device_peak_bytes=stats.get("peak_bytes_in_use"),
              final_loss=[float(x) for x in state["loss"]["vmapped"]])
   return out
-
-
-def run_worker(spec: dict, timeout: float) -> dict:
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-  return worker_result([sys.executable, os.path.abspath(__file__), "--worker",
-                        json.dumps(spec)], timeout, env)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -352,11 +345,7 @@ def main(argv=None) -> int:
   rel = f"benchmarks/results/sweep_{jax.default_backend()}.json"
   path = reports.path(rel)
   if args.report_only:
-    previous = reports.existing(rel)  # the output folder's, else the committed results
-    if not previous:
-      raise SystemExit(f"--report-only: no results in {path}")
-    with open(previous) as f:
-      data = json.load(f)
+    data = reports.previous_json(rel)
   else:
     data = {"device": device_info(), "args": vars(args), "records": [],
             "command": " ".join(["python", "experiments/benchmarks/sweep.py",
@@ -367,7 +356,7 @@ def main(argv=None) -> int:
         spec = {"model": model, "runs": runs, "clients": args.clients,
                 "examples": args.examples, "steps": args.steps, "batch": args.batch,
                 "repeats": args.repeats, "seed": args.seed}
-        rec = {"model": model, "runs": runs, **run_worker(spec, args.timeout)}
+        rec = {"model": model, "runs": runs, **script_worker(__file__, spec, args.timeout)}
         print(format_record(rec), flush=True)
         data["records"].append(rec)
         save_json(path, data)

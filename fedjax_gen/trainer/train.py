@@ -424,9 +424,8 @@ def _restore(members: Sequence[Member], ckpts: Sequence[Checkpointer]):
       if not start:
         rounds.append(0)
         continue
-      server, clients = m.setup.sim.init(m.setup.params)
-      server, clients, elapsed[i], got = c.restore(
-          server, clients, at_most=start,
+      server, clients, elapsed[i], got = c.restore(  # states[i]: the structure to read
+          *states[i], at_most=start,
           saved_shapes=isinstance(m.setup.sim, StreamedSimulation))
       states[i] = (server, clients)
       rounds.append(got)
