@@ -5,8 +5,11 @@ Three tables and plots, each cell with its rounds and seeds:
 
 * **gain vs rounds**: Gen-FedSD and GenFL minus FedAvg (global test accuracy, points) at
   rounds 5, 10, 20 and the last, and the first round each reaches the target accuracy
-  (the communication claim apart from the accuracy claim). Digits #C=2 always; Fashion-MNIST
-  #C=2 (`genaug_fmnist`, 50 rounds) when its generator exists (`--fmnist`).
+  (the communication claim apart from the accuracy claim). Digits #C=2 always; with `--fmnist`,
+  Fashion-MNIST #C=2 too (`genaug_fmnist`, 50 rounds, plotted in `genaug_map_fmnist.png`),
+  its generator the config's federated DDPM (`ddpm_fmnist`), trained here stage by stage
+  like the digits one and kept at each stage (`ROOT/fmnist/generators/ddpm-rN`);
+  `--fmnist-set KEY=VALUE ...` changes its cells.
 * **gain vs generator quality**: digits #C=2 with federated DDPMs stopped after 2, 5, 10, 20
   and 40 rounds (one training, resumed stage by stage; each stage's generator is kept in
   `ROOT/generators/ddpm-rN` with its CAS and Frechet distance).
@@ -22,6 +25,7 @@ resumes and `--report-only` redraws from what is on disk. Output: `--out` (defau
     python experiments/genaug_map.py                      # digits: generators, the three maps
     python experiments/genaug_map.py --seeds 0 1 2        # more seeds (resumes the rest)
     python experiments/genaug_map.py --fmnist             # + Fashion-MNIST #C=2, 50 rounds
+    python experiments/genaug_map.py --fmnist --fmnist-set local_epochs=2  # cheaper rounds
     python experiments/genaug_map.py --tiny --root /tmp/m # plumbing only (seconds)
 """
 
@@ -59,6 +63,14 @@ DIGITS_DDPM = ["dataset=digits", "progress=false", "num_clients=10", "clients_pe
                "ddpm.eval_guidance_scales=", "ddpm.eval_samples_per_class=50",
                "ddpm.sample_steps=25", "ddpm.audit_examples=100", "checkpoint_every=5"]
 DDPM_STAGES = (2, 5, 10, 20, 40)
+# Fashion-MNIST #C=2: `genaug_fmnist` (NIID-Bench's setup) with the bounded fill of the
+# 10-round comparison in RESULTS.md (Gen-FedSD's `max` rule would generate ~24,000 images
+# a client on #C=2) and the config's DDPM (200 rounds; the 50-round stage kept as well).
+FMNIST = ["partition=label_k", "classes_per_client=2", "progress=false", "eval_every=1",
+          "checkpoint_every=5", "genaug.fill_rule=budget", "genaug.fill_budget=200",
+          "genfl.synthetic_per_class=50"]
+FMNIST_DDPM = ["progress=false", "ddpm.eval_guidance_scales="]
+FMNIST_DDPM_STAGES = (50, 200)
 TINY = {"digits": ["rounds=2", "local_epochs=1", "eval_every=1", "genaug.sample_steps=2",
                    "genaug.batch_size=64", "genaug.fill_rule=budget", "genaug.fill_budget=8",
                    "genfl.synthetic_per_class=5", "genfl.server_steps=2"],
@@ -75,16 +87,17 @@ def _config(experiment: str, overrides: list[str]):
   return config_lib.apply_overrides(config_lib.load_config(experiment), overrides)
 
 
-def train_generators(root: str, stages, extra: list[str]) -> list[dict]:
-  """One federated DDPM on digits trained stage by stage (resumed, never restarted); each
-  stage's generator copied to `ROOT/generators/ddpm-rN` with its quality."""
+def train_generators(root: str, stages, overrides: list[str]) -> list[dict]:
+  """One federated DDPM (`ddpm_fmnist` with `overrides`) trained stage by stage in
+  `ROOT/ddpm` (resumed, never restarted: its lr is constant); each stage's generator copied
+  to `ROOT/generators/ddpm-rN` with its quality."""
   from fedjax_gen.trainer import train_ddpm
   out = []
   for rounds in stages:
     keep = os.path.join(root, "generators", f"ddpm-r{rounds}")
     info_path = os.path.join(keep, "quality.json")
     if not os.path.exists(info_path):
-      summary = train_ddpm(_config("ddpm_fmnist", DIGITS_DDPM + extra + [f"rounds={rounds}"]),
+      summary = train_ddpm(_config("ddpm_fmnist", overrides + [f"rounds={rounds}"]),
                            os.path.join(root, "ddpm"))
       shutil.rmtree(keep, ignore_errors=True)
       shutil.copytree(summary["generator_dir"], keep)
@@ -94,8 +107,15 @@ def train_generators(root: str, stages, extra: list[str]) -> list[dict]:
                    "train_wall_time_s": summary["train_wall_time_s"]}, f)
     with open(info_path) as f:
       out.append({**json.load(f), "dir": keep})
-    print(f"genaug_map: generator ddpm-r{rounds}: CAS {out[-1]['cas']:.3f}", file=sys.stderr)
+    print(f"genaug_map: generator {keep}: CAS {out[-1]['cas']:.3f}", file=sys.stderr)
   return out
+
+
+def saved_generators(root: str, stages) -> list[dict]:
+  """The stages `train_generators` has finished, for `--report-only`."""
+  return [{**json.load(open(os.path.join(d, "quality.json"))), "dir": d}
+          for r in stages for d in [os.path.join(root, "generators", f"ddpm-r{r}")]
+          if os.path.exists(os.path.join(d, "quality.json"))]
 
 
 def cell_dir(root: str, part: str, name: str, algorithm: str, seed: int) -> str:
@@ -103,14 +123,20 @@ def cell_dir(root: str, part: str, name: str, algorithm: str, seed: int) -> str:
 
 
 def run_cells(cells: list[tuple[str, str, list[str]]]) -> None:
-  """`(experiment, workdir, overrides)` each: trained (resumed) together."""
+  """`(experiment, workdir, overrides)` each: trained (resumed) together; a cell whose
+  summary already covers its rounds is not opened again."""
   from fedjax_gen.trainer.runs import train_runs
-  if cells:
-    train_runs([_config(e, o) for e, _, o in cells], [w for _, w, _ in cells])
+  todo = [(_config(e, o), w) for e, w, o in cells]
+  todo = [(c, w) for c, w in todo if (summary(w) or {}).get("rounds", 0) < c.rounds]
+  print(f"genaug_map: {len(todo)} of {len(cells)} runs to train", file=sys.stderr)
+  if todo:
+    train_runs([c for c, _ in todo], [w for _, w in todo])
 
 
-def plan_cells(args, generators: list[dict]) -> list[tuple[str, str, list[str]]]:
-  """Every cell of the three maps (a cell shared by two maps runs once)."""
+def plan_cells(args, generators: list[dict], fmnist_generators=()
+               ) -> list[tuple[str, str, list[str]]]:
+  """Every cell of the three maps (a cell shared by two maps runs once); Fashion-MNIST's
+  with its last generator."""
   tiny = TINY["digits"] if args.tiny else []
   best = generators[-1]["dir"]
   cells = {}
@@ -136,10 +162,14 @@ def plan_cells(args, generators: list[dict]) -> list[tuple[str, str, list[str]]]
   for rule, extra in FILL_RULES.items():
     if rule != "max" and not args.tiny:
       add("fill", rule, "gen_fedsd", "c2", [f"genaug.generator_dir={best}", *extra])
-  if args.fmnist:
-    for algorithm in ("fedavg", *METHODS):
-      add("fmnist", "c2", algorithm, "c2", [f"rounds={args.fmnist_rounds}", "progress=false"],
-          experiment="genaug_fmnist", base=[])
+  if args.fmnist and fmnist_generators:
+    rounds = f"rounds={args.fmnist_rounds}"  # --fmnist-set last: it overrides the rest
+    add("fmnist", "c2", "fedavg", "c2", [rounds, *args.fmnist_set],
+        experiment="genaug_fmnist", base=FMNIST)
+    for method in METHODS:
+      add("fmnist", "c2", method, "c2",
+          [rounds, f"genaug.generator_dir={fmnist_generators[-1]['dir']}", *args.fmnist_set],
+          experiment="genaug_fmnist", base=FMNIST)
   return list(cells.values())
 
 
@@ -209,7 +239,7 @@ def rounds_table(root, seeds, part, name, target, baseline) -> list[str]:
   return lines
 
 
-def report(args, generators: list[dict]) -> None:
+def report(args, generators: list[dict], fmnist_generators=()) -> None:
   reports = reports_lib.Reports.from_args(args, NAME)
   seeds, root = args.seeds, args.root
   n = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
@@ -222,9 +252,17 @@ def report(args, generators: list[dict]) -> None:
            "sampled with 25 DDIM steps at guidance 2.", "",
            "**Gain against rounds, digits #C=2:**", "",
            *rounds_table(root, seeds, "split", "c2", DIGITS_TARGET, ("split", None))]
-  if args.fmnist:
+  if args.fmnist and fmnist_generators:
+    g = fmnist_generators[-1]
+    changed = " ".join(f"`{o}`" for o in args.fmnist_set) or "none"
     lines += ["", f"**Gain against rounds, Fashion-MNIST #C=2** (`genaug_fmnist`, "
-              f"{args.fmnist_rounds} rounds):", "",
+              f"{args.fmnist_rounds} rounds, fill budget 200, GenFL 50 images a class; "
+              f"changed from the config: {changed}; generator: `ddpm_fmnist` after "
+              f"{g['rounds']} rounds, CAS {g['cas']:.2f}, Frechet distance "
+              f"{g['frechet_distance']:.1f}; FedAvg's accuracy per seed at the last round: "
+              + "/".join(f"{100 * c[max(c)]:.1f}" for s in seeds
+                         for c in [curve(cell_dir(root, "fmnist", "c2", "fedavg", s))] if c)
+              + "%):", "",
               *rounds_table(root, seeds, "fmnist", "c2", FMNIST_TARGET, ("fmnist", None))]
   lines += ["", "**Gain against generator quality, digits #C=2** (last round):", "",
             "| generator | CAS | Frechet distance | gen_fedsd | genfl |", "|---|---|---|---|---|"]
@@ -254,16 +292,21 @@ def report(args, generators: list[dict]) -> None:
   if costs:
     lines += ["", f"Generation cost per run on this 2-core CPU: median "
               f"{statistics.median(costs):.0f} s (range {min(costs):.0f}-{max(costs):.0f})."]
-  planned = plan_cells(args, generators)
+  planned = plan_cells(args, generators, fmnist_generators)
   done = sum(summary(w) is not None for _, w, _ in planned)
   if done < len(planned):
     lines += ["", f"**Partial:** {done} of the {len(planned)} runs of this map have finished; "
               "cells marked — have not run yet, so no reading is drawn here."]
-  lines += ["", f"![gain maps](results/{NAME}.png)", "", "Re-run or extend: "
+  lines += ["", f"![gain maps](results/{NAME}.png)"]
+  if args.fmnist and fmnist_generators:
+    lines += ["", f"![Fashion-MNIST #C=2](results/{NAME}_fmnist.png)"]
+  lines += ["", "Re-run or extend: "
             "`python experiments/genaug_map.py --seeds 0 1 2 --update-reports`.",
             f"<!-- {NAME}:end -->"]
   reports.write_section("RESULTS.md", NAME, "\n".join(lines), heading="# Results")
   _plot(args, generators, reports)
+  if args.fmnist and fmnist_generators:
+    _plot_fmnist(args, reports)
 
 
 def _plot(args, generators, reports) -> None:
@@ -302,6 +345,28 @@ def _plot(args, generators, reports) -> None:
   reports.save_figure(f"results/{NAME}.png", fig, dpi=110)
 
 
+def _plot_fmnist(args, reports) -> None:
+  """Global test accuracy per round of the three Fashion-MNIST #C=2 runs (mean over seeds)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(6, 3.6))
+  ax = fig.add_subplot(1, 1, 1)
+  for algorithm in ("fedavg", *METHODS):
+    curves = [c for s in args.seeds
+              for c in [curve(cell_dir(args.root, "fmnist", "c2", algorithm, s))] if c]
+    if curves:
+      rounds = sorted(set.intersection(*(set(c) for c in curves)))
+      ax.plot(rounds, [100 * statistics.mean(c[r] for c in curves) for r in rounds],
+              label=algorithm)
+  ax.axhline(100 * FMNIST_TARGET, color="gray", lw=0.8, ls="--")
+  ax.set(title=f"Fashion-MNIST #C=2 ({len(args.seeds)} seed{'s' * (len(args.seeds) > 1)})",
+         xlabel="round", ylabel="global test accuracy (%)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  reports.save_figure(f"results/{NAME}_fmnist.png", fig, dpi=110)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -309,8 +374,10 @@ def main(argv=None) -> int:
   parser.add_argument("--root", default=os.path.join(HERE, "runs", NAME),
                       help="where the runs live (resumed from there)")
   parser.add_argument("--fmnist", action="store_true",
-                      help="add Fashion-MNIST #C=2 (needs genaug_fmnist's generator)")
+                      help="add Fashion-MNIST #C=2 (trains its DDPM first: ~1 h here)")
   parser.add_argument("--fmnist-rounds", type=int, default=50)
+  parser.add_argument("--fmnist-set", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="overrides of the Fashion-MNIST cells (e.g. local_epochs=2)")
   parser.add_argument("--tiny", action="store_true", help="tiny sizes: plumbing only")
   parser.add_argument("--report-only", action="store_true")
   reports_lib.add_arguments(parser, NAME)
@@ -318,17 +385,18 @@ def main(argv=None) -> int:
   if args.tiny:
     args.splits = [s for s in args.splits if s in TINY["splits"]] or list(TINY["splits"])
   stages = TINY["stages"] if args.tiny else DDPM_STAGES
+  fmnist_root = os.path.join(args.root, "fmnist")
   if args.report_only:
-    generators = [{**json.load(open(os.path.join(d, "quality.json"))), "dir": d}
-                  for r in stages for d in [os.path.join(args.root, "generators", f"ddpm-r{r}")]
-                  if os.path.exists(os.path.join(d, "quality.json"))]
+    generators = saved_generators(args.root, stages)
+    fmnist_generators = saved_generators(fmnist_root, FMNIST_DDPM_STAGES) if args.fmnist else []
   else:
-    generators = train_generators(args.root, stages, TINY["ddpm"] if args.tiny else [])
-    cells = plan_cells(args, generators)
-    print(f"genaug_map: {len(cells)} runs", file=sys.stderr)
-    run_cells(cells)
+    generators = train_generators(args.root, stages,
+                                  DIGITS_DDPM + (TINY["ddpm"] if args.tiny else []))
+    fmnist_generators = (train_generators(fmnist_root, FMNIST_DDPM_STAGES, FMNIST_DDPM)
+                         if args.fmnist else [])
+    run_cells(plan_cells(args, generators, fmnist_generators))
   if generators:
-    report(args, generators)
+    report(args, generators, fmnist_generators)
   return 0
 
 

@@ -404,6 +404,27 @@ def label_counts(labels, indices: Sequence[np.ndarray], num_classes: int
                   ) if len(indices) else np.zeros((0, num_classes), np.int64)
 
 
+def label_skew(counts) -> float:
+  """How far clients' labels are from the population's: the mean over clients of the total
+  variation distance between a client's label distribution and the pooled one. 0 for IID
+  clients; 1 - 1/classes when each client holds one class of a balanced dataset (0.9 for
+  ten); with ten classes, two per client gives 0.8 and Dirichlet(0.5) about 0.5.
+
+  Args:
+    counts: [clients, classes] counts (`label_counts`); clients without examples are
+      skipped.
+  """
+  counts = np.asarray(counts, np.float64)
+  if counts.ndim != 2:
+    raise ValueError(f"counts must be [clients, classes], got shape {counts.shape}.")
+  counts = counts[counts.sum(1) > 0]
+  if not len(counts):
+    return 0.0
+  pooled = counts.sum(0) / counts.sum()
+  client = counts / counts.sum(1, keepdims=True)
+  return float(0.5 * np.abs(client - pooled).sum(1).mean())
+
+
 def format_label_counts(counts, class_names: Sequence[str] | None = None
                         ) -> str:
   """Formats a [clients, classes] count matrix as a text table with totals.

@@ -156,29 +156,42 @@ def build_generator(config, class_names, image_shape):
 
 
 # The guard, from `experiments/genaug_map.py` (RESULTS.md, "When does generated data help?";
-# digits #C=2, 10 clients, 30 rounds, seed 0): with a federated DDPM of CAS 0.73 Gen-FedSD
-# and GenFL gained over FedAvg (+3.3, +1.1 points); with the same DDPM stopped earlier (CAS
-# 0.08-0.15) Gen-FedSD lost 1.3-7.3 points and GenFL ranged from +1.3 to -16.0. No generator
-# in between was measured, so the line is drawn at the lowest CAS that gained.
+# digits, 10 clients, 30 rounds, seed 0). Generator quality, on #C=2: with a federated DDPM of
+# CAS 0.73 Gen-FedSD and GenFL gained over FedAvg (+3.3, +1.1 points); with the same DDPM
+# stopped earlier (CAS 0.08-0.15) Gen-FedSD lost 1.3-7.3 points and GenFL ranged from +1.3 to
+# -16.0. Label skew (`data.label_skew`, with that CAS 0.73 generator): Gen-FedSD gained on
+# every split from skew 0.70 up (#C=3 0.70 +3.1, Dir(0.1) 0.74 +1.1, #C=2 0.80 +3.3, #C=1
+# 0.90 +4.0) and lost on Dir(0.5), skew 0.51 (-1.3; GenFL -3.1). Nothing in between was
+# measured, so each line is drawn at the lowest value that gained.
 MIN_CAS_WITH_GAIN = 0.73
+MIN_SKEW_WITH_GAIN = 0.70
+_MAP = "RESULTS.md (\"When does generated data help?\")"
 
 
-def guard(generator) -> dict:
+def guard(generator, label_counts=None) -> dict:
   """The summary's `genaug_guard`: the generator's CAS (as `train_ddpm` judged it, in its
-  `generator.json`; None for a generator not judged, e.g. Stable Diffusion) and whether it
-  is below `MIN_CAS_WITH_GAIN`, where the map measured losses; a warning line says so."""
+  `generator.json`; None for a generator not judged, e.g. Stable Diffusion) and the clients'
+  label skew (`data.label_skew` of `label_counts`), each against the lowest value at which
+  the map measured a gain; a warning line names each one below it."""
   quality = getattr(generator, "quality", None) or {}
   cas = quality.get("cas")
-  below = cas is not None and cas < MIN_CAS_WITH_GAIN
-  if below:
+  weak = cas is not None and cas < MIN_CAS_WITH_GAIN
+  skew = None if label_counts is None else round(data_lib.label_skew(label_counts), 3)
+  mild = skew is not None and skew < MIN_SKEW_WITH_GAIN
+  if weak:
     print(f"fedjax-gen: warning: the generator's CAS is {cas:.2f} (judged at guidance "
           f"{quality.get('guidance_scale')}, {quality.get('sample_steps')} steps), below "
-          f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which Gen-FedSD gained accuracy in "
-          "RESULTS.md (\"When does generated data help?\"); with weaker generators it lost "
-          "1-7 points there and GenFL up to 16. Expect no gain, or train the generator "
-          "longer.",
-          file=sys.stderr)
-  return {"generator_cas": cas, "min_cas_with_gain": MIN_CAS_WITH_GAIN, "below": below}
+          f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which Gen-FedSD gained accuracy in {_MAP}; "
+          "with weaker generators it lost 1-7 points there and GenFL up to 16. Expect no "
+          "gain, or train the generator longer.", file=sys.stderr)
+  if mild:
+    print(f"fedjax-gen: warning: the clients' label skew is {skew:.2f} (mean total variation "
+          f"from the pooled labels; IID 0, two classes of ten per client 0.8), below "
+          f"{MIN_SKEW_WITH_GAIN}, the lowest skew at which Gen-FedSD gained accuracy in "
+          f"{_MAP}; on Dir(0.5) (skew 0.51) it lost 1.3 points there and GenFL 3.1. Expect "
+          "little or no gain from generated data on this split.", file=sys.stderr)
+  return {"generator_cas": cas, "min_cas_with_gain": MIN_CAS_WITH_GAIN, "below": weak,
+          "label_skew": skew, "min_skew_with_gain": MIN_SKEW_WITH_GAIN, "mild_split": mild}
 
 
 def cache_dir(config, workdir: str) -> str:
@@ -195,7 +208,7 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
   call's wall time, cache loads included), `generator` (its metadata) and `genaug_guard`
   (`guard`). The generator's compatibility with the dataset is checked first."""
   generator = generator or build_generator(config, fed.class_names, fed.train.x.shape[2:])
-  verdict = guard(generator)
+  verdict = guard(generator, fed.label_counts)
   start = time.perf_counter()
   if config.algorithm == "gen_fedsd":
     aug = gen_fedsd_data(fed, generator, config.genaug.fill_rule, config.genaug.fill_budget,

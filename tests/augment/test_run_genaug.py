@@ -13,7 +13,7 @@ from fedjax_gen import config as config_lib
 from fedjax_gen.cli import main
 from fedjax_gen.diffusion.ddpm import DDPMGenerator, DDPMSpec, record_quality
 from fedjax_gen.diffusion.generator import cached_generation_s
-from fedjax_gen.trainer.generation import MIN_CAS_WITH_GAIN
+from fedjax_gen.trainer.generation import MIN_CAS_WITH_GAIN, MIN_SKEW_WITH_GAIN
 
 TINY = ["dataset=digits", "model=mlp", "num_clients=4", "clients_per_round=4", "rounds=2",
         "local_epochs=1", "batch_size=32", "eval_every=1", "checkpoint_every=0",
@@ -47,7 +47,7 @@ def summary(workdir):
     return json.load(f)
 
 
-def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir):
+def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir, capsys):
   workdir = tmp_path / "fedsd"
   assert run(workdir, "algorithm=gen_fedsd", f"genaug.generator_dir={ddpm_dir}", "genaug.fill_rule=budget",
              "genaug.fill_budget=16") == 0
@@ -57,6 +57,11 @@ def test_gen_fedsd_end_to_end(tmp_path, ddpm_dir):
   assert s["generation_s"] >= 0 and s["generator"]["kind"] == "ddpm"
   assert s["genaug_guard"]["generator_cas"] is None  # never judged: the guard cannot tell
   assert not s["genaug_guard"]["below"]
+  # Dir(1.0) over 4 clients is a mild split: the guard names its skew, below the line.
+  skew = s["genaug_guard"]["label_skew"]
+  assert 0 < skew < MIN_SKEW_WITH_GAIN and s["genaug_guard"]["mild_split"]
+  assert (f"the clients' label skew is {skew:.2f} (mean total variation from the pooled "
+          f"labels") in capsys.readouterr().err
   assert 0 <= s["global_accuracy"] <= 1
   assert (workdir / "generated" / "gen_fedsd.npz").exists()
   assert (workdir / "label_counts_augmented.png").exists()
@@ -166,10 +171,17 @@ def test_a_generator_below_the_measured_cas_line_is_named_before_training(tmp_pa
   weak = tmp_path / "weak"
   shutil.copytree(ddpm_dir, weak)
   record_quality(str(weak), {"cas": 0.12, "guidance_scale": 2.0, "sample_steps": 25})
+  # One class per client: a strong split (4 digit classes of ~180 images each, so each
+  # client is ~3/4 from the pooled labels), the skew line is not crossed.
   assert run(tmp_path / "run", "algorithm=gen_fedsd", f"genaug.generator_dir={weak}",
-             "genaug.fill_rule=budget", "genaug.fill_budget=4") == 0
+             "genaug.fill_rule=budget", "genaug.fill_budget=4", "partition=label_k",
+             "classes_per_client=1") == 0
   err = capsys.readouterr().err
   assert (f"the generator's CAS is 0.12 (judged at guidance 2.0, 25 steps), below "
           f"{MIN_CAS_WITH_GAIN}, the lowest CAS at which Gen-FedSD gained") in err
-  assert summary(tmp_path / "run")["genaug_guard"] == {
-      "generator_cas": 0.12, "min_cas_with_gain": MIN_CAS_WITH_GAIN, "below": True}
+  assert "label skew" not in err
+  guard = summary(tmp_path / "run")["genaug_guard"]
+  assert guard.pop("label_skew") == pytest.approx(0.75, abs=0.02)
+  assert guard == {"generator_cas": 0.12, "min_cas_with_gain": MIN_CAS_WITH_GAIN,
+                   "below": True, "min_skew_with_gain": MIN_SKEW_WITH_GAIN,
+                   "mild_split": False}

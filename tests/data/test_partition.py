@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from fedjax_gen.data.partition import (PARTITIONS, dirichlet, pathological,
+from fedjax_gen.data.partition import (PARTITIONS, dirichlet, label_skew, pathological,
                                        format_label_counts, iid, label_counts,
                                        label_k, quantity, save_label_heatmap,
                                        shards, split_local)
@@ -188,3 +188,16 @@ def test_pathological_deals_consecutive_classes_like_pfllib():
       labels, pathological(labels, 20, k=2, seed=1, min_client_size=40), 10))  # sizes drawn by seed
   with pytest.raises(ValueError, match=r"classes_per_client\) must be an integer in \[1, 10\]"):
     pathological(labels, 20, k=11, seed=0)
+
+
+def test_label_skew_is_the_mean_total_variation_from_the_pooled_labels():
+  # Pooled [1/2, 1/2]; each client is at distance 1/2 (all one class) or 1/4 (3:1).
+  assert label_skew([[2, 0], [0, 2]]) == pytest.approx(0.5)
+  assert label_skew([[3, 1], [1, 3]]) == pytest.approx(0.25)
+  assert label_skew([[3, 1], [1, 3], [0, 0]]) == pytest.approx(0.25)  # empty: skipped
+  assert label_skew(np.full((5, 10), 7)) == 0.0  # IID
+  assert label_skew(np.eye(10) * 30) == pytest.approx(0.9)  # one class each of ten
+  # Unweighted by size: pooled [1/2, 1/4, 1/4]; distances 1/2, 3/4, 3/4 -> mean 2/3.
+  assert label_skew([[2, 0, 0], [0, 1, 0], [0, 0, 1]]) == pytest.approx(2 / 3)
+  with pytest.raises(ValueError, match="counts must be"):
+    label_skew([1, 2, 3])
