@@ -59,9 +59,7 @@ if importlib.util.find_spec("fedjax_gen") is None:
 
 SETUP = """import os
 import jax
-import fedjax_gen as fg
-from fedjax_gen import outputs
-from IPython.display import Image, display
+{imports}
 
 # SMALL: a tiny budget that runs in seconds (CI executes the notebook with FEDJAX_GEN_SMALL=1).
 SMALL = os.environ.get("FEDJAX_GEN_SMALL", "0") == "1"
@@ -80,10 +78,15 @@ def code(text: str):
   return nbformat.v4.new_code_cell(text.strip("\n"))
 
 
-def head(name: str, title: str, intro: str, extras: str = ""):
+IMPORTS = """import fedjax_gen as fg
+from fedjax_gen import outputs
+from IPython.display import Image, display"""
+
+
+def head(name: str, title: str, intro: str, extras: str = "", imports: str = IMPORTS):
   return [md(TITLE.format(name=name, title=title, intro=intro.strip())),
           code(INSTALL.replace("{extras}", extras)),
-          code(SETUP.replace("{name}", name))]
+          code(SETUP.replace("{name}", name).replace("{imports}", imports))]
 
 
 # --- 01 ----------------------------------------------------------------------------------
@@ -409,7 +412,7 @@ FedJAX-style JAX loop (one jitted step, Python loops over steps and clients) and
 PFLlib-style PyTorch loop, all on the same architectures, in this process. The torch
 runner is skipped if PyTorch is not installed (Colab has it; elsewhere
 `pip install "fedjax-gen[bench]"`).
-""") + [
+""", imports="from fedjax_gen import outputs") + [
     code("""
 # The runners come with the package, in fedjax_gen_bench (beside the library, which never
 # imports torch): the same ones `fedjax-gen bench` times, each in its own process.
