@@ -300,8 +300,11 @@ def report(args, generators: list[dict], fmnist_generators=()) -> None:
   lines += ["", f"![gain maps](results/{NAME}.png)"]
   if args.fmnist and fmnist_generators:
     lines += ["", f"![Fashion-MNIST #C=2](results/{NAME}_fmnist.png)"]
+  fmnist = (" --fmnist" + "".join(f" --fmnist-set {o}" if i == 0 else f" {o}"
+                                  for i, o in enumerate(args.fmnist_set))
+            if args.fmnist and fmnist_generators else "")
   lines += ["", "Re-run or extend: "
-            "`python experiments/genaug_map.py --seeds 0 1 2 --update-reports`.",
+            f"`python experiments/genaug_map.py --seeds 0 1 2{fmnist} --update-reports`.",
             f"<!-- {NAME}:end -->"]
   reports.write_section("RESULTS.md", NAME, "\n".join(lines), heading="# Results")
   _plot(args, generators, reports)
