@@ -13,7 +13,8 @@ Three tables and plots, each cell with its rounds and seeds:
 * **gain vs generator quality**: digits #C=2 with federated DDPMs stopped after 2, 5, 10, 20
   and 40 rounds (one training, resumed stage by stage; each stage's generator is kept in
   `ROOT/generators/ddpm-rN` with its CAS and Frechet distance).
-* **gain vs skew**: digits #C=1, #C=2, #C=3, Dir(0.1), Dir(0.5) with the best generator,
+* **gain vs skew**: digits #C=1, #C=2, #C=3, Dir(0.1), Dir(0.5) (each with its label skew,
+  `fedjax_gen.data.label_skew`, what the run-time guard reads) with the best generator,
   and Gen-FedSD's fill rules (`max`, `budget`, `global`) on #C=2.
 
 Every cell is `train_and_evaluate` (through `trainer.runs.train_runs`, which trains the
@@ -239,6 +240,29 @@ def rounds_table(root, seeds, part, name, target, baseline) -> list[str]:
   return lines
 
 
+def plateau(root, seeds, algorithm, last: int = 10) -> str:
+  """An algorithm's mean Fashion-MNIST #C=2 accuracy over its last `last` logged rounds and
+  its best round, per seed: one noisy last round says little about where a run settles."""
+  out = []
+  for seed in seeds:
+    c = curve(cell_dir(root, "fmnist", "c2", algorithm, seed))
+    if c:
+      tail = sorted(c)[-last:]
+      best = max(c, key=c.get)
+      out.append(f"{100 * statistics.mean(c[r] for r in tail):.1f}% over rounds "
+                 f"{tail[0]}-{tail[-1]} (best {100 * c[best]:.1f}% at r{best})")
+  return f"{algorithm} " + (", ".join(out) or "—")
+
+
+def split_skews(split: str, seeds) -> list[float]:
+  """The digits split's label skew per seed, from the partition the runs train on."""
+  from fedjax_gen import data as data_lib
+  from fedjax_gen.trainer.train import load_federated_data
+  return [data_lib.label_skew(load_federated_data(_config(
+      "quickstart", [*DIGITS, *SPLITS[split][1], f"seed={seed}"])).label_counts)
+          for seed in seeds]
+
+
 def report(args, generators: list[dict], fmnist_generators=()) -> None:
   reports = reports_lib.Reports.from_args(args, NAME)
   seeds, root = args.seeds, args.root
@@ -263,7 +287,9 @@ def report(args, generators: list[dict], fmnist_generators=()) -> None:
               + "/".join(f"{100 * c[max(c)]:.1f}" for s in seeds
                          for c in [curve(cell_dir(root, "fmnist", "c2", "fedavg", s))] if c)
               + "%):", "",
-              *rounds_table(root, seeds, "fmnist", "c2", FMNIST_TARGET, ("fmnist", None))]
+              *rounds_table(root, seeds, "fmnist", "c2", FMNIST_TARGET, ("fmnist", None)),
+              "", "Where each levels off: " + "; ".join(plateau(root, seeds, a)
+                                                      for a in ("fedavg", *METHODS)) + "."]
   lines += ["", "**Gain against generator quality, digits #C=2** (last round):", "",
             "| generator | CAS | Frechet distance | gen_fedsd | genfl |", "|---|---|---|---|---|"]
   cas_points = []
@@ -275,12 +301,14 @@ def report(args, generators: list[dict], fmnist_generators=()) -> None:
     cas_points.append((g["cas"], row))
     lines.append(f"| {name} | {g['cas']:.2f} | {g['frechet_distance']:.1f} | "
                  + " | ".join(row) + " |")
-  lines += ["", "**Gain against skew, digits** (last round; FedAvg's accuracy in %):", "",
-            "| split | FedAvg | gen_fedsd | genfl |", "|---|---|---|---|"]
+  lines += ["", "**Gain against skew, digits** (last round; FedAvg's accuracy in %; label "
+            "skew: `fedjax_gen.data.label_skew` of the split, what the run-time guard reads):",
+            "", "| split | label skew | FedAvg | gen_fedsd | genfl |", "|---|---|---|---|---|"]
   for split in args.splits:
     accs = [100 * c[max(c)] for s in seeds
             for c in [curve(cell_dir(root, "split", split, "fedavg", s))] if c]
-    lines.append(f"| {SPLITS[split][0]} | {_mean(accs).lstrip('+')} | " + " | ".join(
+    lines.append(f"| {SPLITS[split][0]} | {statistics.mean(split_skews(split, seeds)):.2f} | "
+                 f"{_mean(accs).lstrip('+')} | " + " | ".join(
         _mean(_at(gains(root, "split", split, m, seeds), None)) for m in METHODS) + " |")
   if not args.tiny:
     lines += ["", "Gen-FedSD's fill rules on digits #C=2 (last round): " + ", ".join(

@@ -30,7 +30,7 @@ def test_tiny_map_writes_three_tables_and_resumes(tmp_path):
       tmp_path / "runs" / "split" / "c2" / f"{alg}-seed0" / "metrics.jsonl")][-1]
   fedavg = 100 * read("fedavg")["global_accuracy"]
   gain = 100 * read("gen_fedsd")["global_accuracy"] - fedavg
-  assert f"| #C=2 | {fedavg:.1f} | {gain:+.1f} | " in text
+  assert f"| #C=2 | 0.80 | {fedavg:.1f} | {gain:+.1f} | " in text  # two classes of ten each
   before = os.path.getmtime(tmp_path / "runs" / "split" / "c2" / "fedavg-seed0" /
                             "summary.json")
   # A rerun trains nothing (no run is opened again) and draws the same tables.
