@@ -208,7 +208,9 @@ def prepare(config, fed, workdir: str, generator=None) -> tuple[Augmented, dict]
   call's wall time, cache loads included), `generator` (its metadata) and `genaug_guard`
   (`guard`). The generator's compatibility with the dataset is checked first."""
   generator = generator or build_generator(config, fed.class_names, fed.train.x.shape[2:])
-  verdict = guard(generator, fed.label_counts)
+  # AIGC-only trains on the server's synthetic set alone: the clients' skew is not its
+  # concern.
+  verdict = guard(generator, None if config.algorithm == "aigc_only" else fed.label_counts)
   start = time.perf_counter()
   if config.algorithm == "gen_fedsd":
     aug = gen_fedsd_data(fed, generator, config.genaug.fill_rule, config.genaug.fill_budget,

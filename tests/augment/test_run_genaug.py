@@ -85,6 +85,7 @@ def test_genfl_and_aigc_only_end_to_end(tmp_path, ddpm_dir, capsys):
   assert run(tmp_path / "aigc", "algorithm=aigc_only", *common) == 0
   s = summary(tmp_path / "aigc")
   assert s["synthetic_examples"] == 0 and s["server_synthetic_examples"] == 40
+  assert s["genaug_guard"]["label_skew"] is None  # synthetic data alone: no split to judge
   # It loads GenFL's server set from the shared cache: the cost reported is the cost of
   # making that set, not of loading it.
   assert s["generation_s"] == pytest.approx(server_s)
