@@ -283,7 +283,10 @@ def report(args, generators: list[dict], fmnist_generators=()) -> None:
               f"{args.fmnist_rounds} rounds, fill budget 200, GenFL 50 images a class; "
               f"changed from the config: {changed}; generator: `ddpm_fmnist` after "
               f"{g['rounds']} rounds, CAS {g['cas']:.2f}, Frechet distance "
-              f"{g['frechet_distance']:.1f}; FedAvg's accuracy per seed at the last round: "
+              f"{g['frechet_distance']:.1f}"
+              + "".join(f" (after {e['rounds']}: CAS {e['cas']:.2f})"
+                        for e in fmnist_generators[:-1])
+              + "; FedAvg's accuracy per seed at the last round: "
               + "/".join(f"{100 * c[max(c)]:.1f}" for s in seeds
                          for c in [curve(cell_dir(root, "fmnist", "c2", "fedavg", s))] if c)
               + "%):", "",
