@@ -93,30 +93,36 @@ def train_generators(root: str, stages, overrides: list[str]) -> list[dict]:
   `ROOT/ddpm` (resumed, never restarted: its lr is constant); each stage's generator copied
   to `ROOT/generators/ddpm-rN` with its quality."""
   from fedjax_gen.trainer import train_ddpm
-  out = []
   for rounds in stages:
-    keep = os.path.join(root, "generators", f"ddpm-r{rounds}")
-    info_path = os.path.join(keep, "quality.json")
-    if not os.path.exists(info_path):
+    keep = _stage_dir(root, rounds)
+    if not os.path.exists(os.path.join(keep, "quality.json")):
       summary = train_ddpm(_config("ddpm_fmnist", overrides + [f"rounds={rounds}"]),
                            os.path.join(root, "ddpm"))
       shutil.rmtree(keep, ignore_errors=True)
       shutil.copytree(summary["generator_dir"], keep)
-      with open(info_path, "w") as f:
+      with open(os.path.join(keep, "quality.json"), "w") as f:
         json.dump({"rounds": rounds, "cas": summary["cas"],
                    "frechet_distance": summary["frechet_distance"],
                    "train_wall_time_s": summary["train_wall_time_s"]}, f)
-    with open(info_path) as f:
-      out.append({**json.load(f), "dir": keep})
-    print(f"genaug_map: generator {keep}: CAS {out[-1]['cas']:.3f}", file=sys.stderr)
+  out = saved_generators(root, stages)
+  for g in out:
+    print(f"genaug_map: generator {g['dir']}: CAS {g['cas']:.3f}", file=sys.stderr)
   return out
 
 
+def _stage_dir(root: str, rounds: int) -> str:
+  return os.path.join(root, "generators", f"ddpm-r{rounds}")
+
+
 def saved_generators(root: str, stages) -> list[dict]:
-  """The stages `train_generators` has finished, for `--report-only`."""
-  return [{**json.load(open(os.path.join(d, "quality.json"))), "dir": d}
-          for r in stages for d in [os.path.join(root, "generators", f"ddpm-r{r}")]
-          if os.path.exists(os.path.join(d, "quality.json"))]
+  """The stages `train_generators` has finished, each its quality and folder."""
+  out = []
+  for rounds in stages:
+    path = os.path.join(_stage_dir(root, rounds), "quality.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        out.append({**json.load(f), "dir": os.path.dirname(path)})
+  return out
 
 
 def cell_dir(root: str, part: str, name: str, algorithm: str, seed: int) -> str:
@@ -148,18 +154,18 @@ def plan_cells(args, generators: list[dict], fmnist_generators=()
       cells[workdir] = (experiment, workdir, [*base, *SPLITS[split][1], *tiny, *extra,
                                               f"algorithm={algorithm}", f"seed={seed}"])
 
-  order = sorted(args.splits, key=lambda s: s != "c2")  # #C=2 first: every map uses it
-  for split in order[:1]:
+  def add_split(split):
     add("split", split, "fedavg", split)
     for method in METHODS:
       add("split", split, method, split, [f"genaug.generator_dir={best}"])
+
+  order = sorted(args.splits, key=lambda s: s != "c2")  # #C=2 first: every map uses it
+  add_split(order[0])
   for g in generators[:-1]:  # the last generator's cells are the split map's #C=2
     for method in METHODS:
       add("cas", os.path.basename(g["dir"]), method, "c2", [f"genaug.generator_dir={g['dir']}"])
   for split in order[1:]:
-    add("split", split, "fedavg", split)
-    for method in METHODS:
-      add("split", split, method, split, [f"genaug.generator_dir={best}"])
+    add_split(split)
   for rule, extra in FILL_RULES.items():
     if rule != "max" and not args.tiny:
       add("fill", rule, "gen_fedsd", "c2", [f"genaug.generator_dir={best}", *extra])

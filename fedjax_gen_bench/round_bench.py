@@ -206,9 +206,13 @@ def _worker_cmd(spec: dict):
   import site
   cmd = [sys.executable, "-m", "fedjax_gen_bench.round_bench", "--worker", json.dumps(spec)]
   installed = PACKAGE_PARENT in site.getsitepackages() + [site.getusersitepackages()]
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (None if installed else PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p))
-  return cmd, env
+  return cmd, _env_with_path(None if installed else PACKAGE_PARENT)
+
+
+def _env_with_path(*folders: str | None) -> dict:
+  """This environment with `folders` (None skipped) ahead of its PYTHONPATH."""
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (*folders, os.environ.get("PYTHONPATH")) if p))
 
 
 class Worker:
@@ -289,10 +293,8 @@ def script_worker(script: str, spec: dict, timeout: float) -> dict:
   """`worker_result` of `python SCRIPT --worker SPEC_JSON` (a benchmark script's own
   worker), with this checkout and the script's folder on the path."""
   script = os.path.abspath(script)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (PACKAGE_PARENT, os.path.dirname(script), os.environ.get("PYTHONPATH"))
-      if p))
-  return worker_result([sys.executable, script, "--worker", json.dumps(spec)], timeout, env)
+  return worker_result([sys.executable, script, "--worker", json.dumps(spec)], timeout,
+                       _env_with_path(PACKAGE_PARENT, os.path.dirname(script)))
 
 
 def worker_result(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
